@@ -1,0 +1,30 @@
+"""Session-wide test environment: DDS on loopback, a random ROS domain, headless MuJoCo.
+
+Set here (before any test imports rclpy) so a bare `pytest` run is as safe as `make test`.
+"""
+
+import os
+import random
+
+import pytest
+
+os.environ["ROS_AUTOMATIC_DISCOVERY_RANGE"] = "LOCALHOST"
+os.environ["ROS_LOCALHOST_ONLY"] = "1"
+os.environ.setdefault("MUJOCO_GL", "egl")
+# A fresh domain per session so two suites on one machine never see each other's topics.
+# Fast DDS derives ports from the domain id; 1..100 keeps them inside the safe range on Linux.
+os.environ["ROS_DOMAIN_ID"] = str(random.SystemRandom().randint(1, 100))
+
+
+@pytest.fixture
+def ros_context():
+    """A private rclpy context per test, shut down afterwards even when the test fails."""
+    import rclpy
+    from rclpy.context import Context
+
+    context = Context()
+    rclpy.init(context=context)
+    try:
+        yield context
+    finally:
+        context.try_shutdown()

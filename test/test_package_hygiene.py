@@ -1,0 +1,59 @@
+"""House rules that must hold for every commit: ROS-free core, ruff clean, installable layout."""
+
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+ROS_MODULES = ("rclpy", "sensor_msgs", "std_msgs", "geometry_msgs", "trajectory_msgs", "rosgraph_msgs")
+
+
+def test_core_modules_do_not_import_ros():
+    """Import every module outside lewm_ros/ros in a fresh interpreter; no ROS package may load."""
+    script = textwrap.dedent(
+        f"""
+        import importlib, pkgutil, sys
+        import lewm_ros
+        names = [m.name for m in pkgutil.walk_packages(lewm_ros.__path__, "lewm_ros.")
+                 if not m.name.startswith("lewm_ros.ros")]
+        for name in names:
+            importlib.import_module(name)
+        leaked = sorted(m for m in sys.modules if m.split(".")[0] in {ROS_MODULES!r})
+        print(len(names), "core modules;", "leaked:", leaked)
+        sys.exit(1 if leaked else 0)
+        """
+    )
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, cwd=ROOT)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_ruff_clean():
+    result = subprocess.run(
+        [sys.executable, "-m", "ruff", "check", "--no-cache", str(ROOT)], capture_output=True, text=True
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_cli_help_runs():
+    result = subprocess.run(
+        [sys.executable, "-m", "lewm_ros.cli", "--help"], capture_output=True, text=True, cwd=ROOT
+    )
+    assert result.returncode == 0 and "lewm-ros" in result.stdout, result.stderr
+
+
+def test_test_session_uses_loopback_and_random_domain():
+    assert os.environ["ROS_AUTOMATIC_DISCOVERY_RANGE"] == "LOCALHOST"
+    assert os.environ["ROS_LOCALHOST_ONLY"] == "1"
+    assert 1 <= int(os.environ["ROS_DOMAIN_ID"]) <= 100
+
+
+def test_ament_layout_present():
+    for required in ("package.xml", "setup.py", "setup.cfg", "resource/lewm_ros"):
+        assert (ROOT / required).is_file(), required
+    for folder in ("lewm_ros", "launch", "config", "sim", "test"):
+        assert (ROOT / folder).is_dir(), folder
+    setup_cfg = (ROOT / "setup.cfg").read_text()
+    assert "script_dir=$base/lib/lewm_ros" in setup_cfg
+    assert "install_scripts=$base/lib/lewm_ros" in setup_cfg
