@@ -1,0 +1,141 @@
+"""LeWM configuration: one dataclass per part, presets by name.
+
+The numbers of the `paper` preset are the LeWM paper's (arXiv 2603.19312); `reach64` is our CPU
+preset for the 64x64 reach task (see its docstring for how its sizes were chosen).
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field, fields
+from typing import Any
+
+
+@dataclass(frozen=True)
+class EncoderConfig:
+    """ViT over RGB frames; the [CLS] token after the final LayerNorm is the frame's feature."""
+
+    image_size: int = 224
+    patch_size: int = 14
+    width: int = 192
+    layers: int = 12
+    heads: int = 3
+    mlp_dim: int = 768
+    norm_eps: float = 1e-12  # HF ViTConfig default; the reference encoder is an HF ViTModel
+
+    @property
+    def num_patches(self) -> int:
+        return (self.image_size // self.patch_size) ** 2
+
+
+@dataclass(frozen=True)
+class PredictorConfig:
+    """Causal transformer over the last `history` latents, AdaLN-zero conditioned on actions."""
+
+    layers: int = 6
+    heads: int = 16
+    dim_head: int = 64
+    mlp_dim: int = 2048
+    dropout: float = 0.1
+    history: int = 3
+
+
+@dataclass(frozen=True)
+class ActionConfig:
+    """Action blocks: `frameskip` env steps of `action_dim` normalised commands, embedded together."""
+
+    action_dim: int = 2
+    frameskip: int = 5
+    smoothed_dim: int = 10
+    mlp_scale: int = 4
+
+    @property
+    def block_dim(self) -> int:
+        return self.frameskip * self.action_dim
+
+
+@dataclass(frozen=True)
+class LeWMConfig:
+    latent_dim: int = 192
+    projector_hidden: int = 2048
+    encoder: EncoderConfig = field(default_factory=EncoderConfig)
+    predictor: PredictorConfig = field(default_factory=PredictorConfig)
+    action: ActionConfig = field(default_factory=ActionConfig)
+
+    def __post_init__(self) -> None:
+        enc = self.encoder
+        if enc.image_size % enc.patch_size:
+            raise ValueError(f"image_size {enc.image_size} is not a multiple of patch_size {enc.patch_size}")
+        if enc.width % enc.heads:
+            raise ValueError(f"encoder width {enc.width} is not divisible by {enc.heads} heads")
+        if self.predictor.history < 1:
+            raise ValueError("predictor history must be >= 1")
+        for name, value in (("action_dim", self.action.action_dim), ("frameskip", self.action.frameskip)):
+            if value < 1:
+                raise ValueError(f"{name} must be >= 1, got {value}")
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> LeWMConfig:
+        """Inverse of to_dict; unknown keys are an error so a typo never silently falls back to a default."""
+        parts = {"encoder": EncoderConfig, "predictor": PredictorConfig, "action": ActionConfig}
+        kwargs: dict[str, Any] = {}
+        known = {f.name for f in fields(cls)}
+        unknown = set(data) - known
+        if unknown:
+            raise ValueError(f"unknown LeWM config keys: {sorted(unknown)}")
+        for key, value in data.items():
+            if key in parts:
+                part = parts[key]
+                part_known = {f.name for f in fields(part)}
+                bad = set(value) - part_known
+                if bad:
+                    raise ValueError(f"unknown {key} config keys: {sorted(bad)}")
+                kwargs[key] = part(**value)
+            else:
+                kwargs[key] = value
+        return cls(**kwargs)
+
+    def with_action(self, action_dim: int, frameskip: int | None = None) -> LeWMConfig:
+        """Same model for another robot: only the action embedder's input width changes."""
+        action = ActionConfig(
+            action_dim=action_dim,
+            frameskip=self.action.frameskip if frameskip is None else frameskip,
+            smoothed_dim=self.action.smoothed_dim,
+            mlp_scale=self.action.mlp_scale,
+        )
+        return LeWMConfig(self.latent_dim, self.projector_hidden, self.encoder, self.predictor, action)
+
+
+def paper_config() -> LeWMConfig:
+    """The paper's LeWM: ViT-tiny/14 at 224x224, 6-layer 16x64 predictor, ~18.0M parameters."""
+    return LeWMConfig()
+
+
+def reach64_config() -> LeWMConfig:
+    """CPU preset for the 64x64 reach task.
+
+    Sizes chosen by measurement on the 2-core development machine (bench/model_speed.py): patch 8 on
+    64x64 gives 64 tokens, enough to localise a 2-link arm; width 128 and 4 encoder layers keep one
+    training step (batch 64, 4-frame windows) near a tenth of the paper preset's cost, while a 4-layer
+    predictor of 4x32 heads with MLP 512 retains the paper's structure (causal, AdaLN-zero, history 3,
+    frameskip 5). Dropout is off: the small model under-fits rather than over-fits simulated data.
+    """
+    return LeWMConfig(
+        latent_dim=128,
+        projector_hidden=512,
+        encoder=EncoderConfig(image_size=64, patch_size=8, width=128, layers=4, heads=4, mlp_dim=512),
+        predictor=PredictorConfig(layers=4, heads=4, dim_head=32, mlp_dim=512, dropout=0.0, history=3),
+        action=ActionConfig(action_dim=2, frameskip=5),
+    )
+
+
+PRESETS = {"paper": paper_config, "reach64": reach64_config}
+
+
+def preset(name: str) -> LeWMConfig:
+    try:
+        return PRESETS[name]()
+    except KeyError:
+        raise ValueError(f"unknown preset {name!r}; available: {', '.join(PRESETS)}") from None
