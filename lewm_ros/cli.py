@@ -12,7 +12,7 @@ import sys
 
 from lewm_ros import __version__
 
-COMMAND_MODULES: tuple[str, ...] = ()
+COMMAND_MODULES: tuple[str, ...] = ("lewm_ros.model.cli",)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -1,0 +1,117 @@
+"""`lewm-ros model-info`, `lewm-ros import-reference`, `lewm-ros export`: model subcommands."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    info = subparsers.add_parser("model-info", help="parameter counts and config of a preset or bundle")
+    info.add_argument("model", help="preset name (paper, reach64) or bundle directory")
+    info.set_defaults(run=model_info)
+
+    imp = subparsers.add_parser(
+        "import-reference", help="convert a reference stable-worldmodel LeWM state dict into a bundle"
+    )
+    imp.add_argument("state_dict", type=Path, help="torch file holding the reference LeWM state dict")
+    imp.add_argument("--out", type=Path, required=True, help="bundle directory to write")
+    imp.add_argument("--encoder-heads", type=int, default=3, help="ViT attention heads (paper: 3)")
+    imp.add_argument("--predictor-heads", type=int, default=16, help="predictor attention heads (paper: 16)")
+    imp.add_argument("--frameskip", type=int, default=5, help="env steps per action block (paper: 5)")
+    imp.add_argument("--history", type=int, default=3, help="predictor context frames (paper: 3)")
+    imp.add_argument("--action-mean", type=float, nargs="+", help="per-dimension action mean (default 0)")
+    imp.add_argument("--action-std", type=float, nargs="+", help="per-dimension action std (default 1)")
+    imp.set_defaults(run=import_reference_cmd)
+
+    exp = subparsers.add_parser("export", help="add ONNX and/or torch.export encoder files to a bundle")
+    exp.add_argument("bundle", type=Path)
+    exp.add_argument("--onnx", action="store_true", help="write encoder.onnx (opset 18)")
+    exp.add_argument("--pt2", action="store_true", help="write encoder.pt2 (torch.export)")
+    exp.set_defaults(run=export_cmd)
+
+
+def parameter_counts(model) -> dict[str, int]:
+    from lewm_ros.model.lewm import count_parameters
+
+    dyn = model.dynamics
+    return {
+        "total": count_parameters(model),
+        "encoder": count_parameters(model.encoder),
+        "predictor": count_parameters(dyn.predictor),
+        "projectors": count_parameters(model.projector) + count_parameters(dyn.pred_projector),
+        "action_embedder": count_parameters(dyn.action_embedder),
+    }
+
+
+def model_info(args: argparse.Namespace) -> int:
+    from lewm_ros.model.bundle import BundleError, load_bundle
+    from lewm_ros.model.config import PRESETS, preset
+    from lewm_ros.model.lewm import LeWM
+
+    if args.model in PRESETS:
+        model, source = LeWM(preset(args.model)), f"preset {args.model}"
+    else:
+        try:
+            model, source = load_bundle(args.model).model, f"bundle {args.model}"
+        except BundleError as err:
+            print(f"error: {err}", file=sys.stderr)
+            return 2
+    counts = parameter_counts(model)
+    print(f"LeWM from {source}")
+    for name, count in counts.items():
+        print(f"  {name:<16} {count:>12,d}  ({count / 1e6:.2f}M)")
+    print("config:")
+    print(json.dumps(model.cfg.to_dict(), indent=2))
+    return 0
+
+
+def import_reference_cmd(args: argparse.Namespace) -> int:
+    import torch
+
+    from lewm_ros.model.bundle import save_bundle
+    from lewm_ros.model.reference_import import ReferenceImportError, import_reference
+
+    if not args.state_dict.is_file():
+        print(f"error: {args.state_dict}: no such file", file=sys.stderr)
+        return 2
+    try:
+        state = torch.load(args.state_dict, map_location="cpu", weights_only=True)
+    except Exception as err:  # torch raises several types for bad files
+        print(f"error: {args.state_dict}: cannot read a state dict: {err}", file=sys.stderr)
+        return 2
+    if not isinstance(state, dict):
+        print(f"error: {args.state_dict}: expected a state dict, got {type(state).__name__}", file=sys.stderr)
+        return 2
+    try:
+        model = import_reference(
+            state, history=args.history, encoder_heads=args.encoder_heads,
+            predictor_heads=args.predictor_heads, frameskip=args.frameskip,
+        )
+        save_bundle(model, args.out, args.action_mean, args.action_std, extra={"source": str(args.state_dict)})
+    except (ReferenceImportError, ValueError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    counts = parameter_counts(model)
+    print(f"wrote bundle {args.out} ({counts['total']:,d} parameters)")
+    return 0
+
+
+def export_cmd(args: argparse.Namespace) -> int:
+    from lewm_ros.model.bundle import BundleError, export_encoder_onnx, export_encoder_pt2, load_bundle
+
+    if not (args.onnx or args.pt2):
+        print("error: choose at least one of --onnx, --pt2", file=sys.stderr)
+        return 2
+    try:
+        bundle = load_bundle(args.bundle)
+    except BundleError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    if args.onnx:
+        print(f"wrote {export_encoder_onnx(bundle)}")
+    if args.pt2:
+        print(f"wrote {export_encoder_pt2(bundle)}")
+    return 0
