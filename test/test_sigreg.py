@@ -1,7 +1,6 @@
 """SIGReg: separates Gaussian from collapsed latents, is differentiable, and is exact under DDP (gloo)."""
 
 import os
-import socket
 
 import pytest
 import torch
@@ -52,15 +51,12 @@ def test_gradient_descent_on_the_statistic_undoes_a_collapse():
     assert sigreg(x.detach()).item() < 0.2 * start
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def _ddp_worker(rank: int, world: int, port: int, data: torch.Tensor, out_dir: str) -> None:
-    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
-    dist.init_process_group("gloo", rank=rank, world_size=world)
+def _ddp_worker(rank: int, world: int, data: torch.Tensor, out_dir: str) -> None:
+    # A file rendezvous and gloo pinned to `lo`: with a TCP store, c10d reverse-resolves 127.0.0.1 through
+    # the machine's DNS server, i.e. sends packets off loopback (seen with tcpdump on eth0).
+    os.environ["GLOO_SOCKET_IFNAME"] = "lo"
+    store = f"file://{os.path.join(out_dir, 'rendezvous')}"
+    dist.init_process_group("gloo", init_method=store, rank=rank, world_size=world)
     try:
         torch.manual_seed(123)  # identical encoder init on both ranks
         encoder = torch.nn.Linear(D, D)
@@ -80,8 +76,7 @@ def _ddp_worker(rank: int, world: int, port: int, data: torch.Tensor, out_dir: s
 def test_ddp_sigreg_equals_single_process_on_concatenated_batch(tmp_path):
     torch.manual_seed(5)
     data = torch.randn(256, D) * torch.linspace(0.2, 2.0, D)  # non-Gaussian so gradients are large
-    port = _free_port()
-    mp.start_processes(_ddp_worker, args=(2, port, data, str(tmp_path)), nprocs=2, start_method="spawn")
+    mp.start_processes(_ddp_worker, args=(2, data, str(tmp_path)), nprocs=2, start_method="spawn")
 
     torch.manual_seed(123)
     encoder = torch.nn.Linear(D, D)
