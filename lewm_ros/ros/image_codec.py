@@ -19,6 +19,7 @@ from dataclasses import dataclass
 
 import cv2
 import numpy as np
+from builtin_interfaces.msg import Time
 from sensor_msgs.msg import CompressedImage, Image
 
 
@@ -161,7 +162,9 @@ def _check_rgb(pixels: np.ndarray) -> None:
         raise ValueError(f"image has zero size: {pixels.shape}")
 
 
-def rgb_to_image(pixels: np.ndarray, encoding: str = "rgb8", frame_id: str = "", stamp=None) -> Image:
+def rgb_to_image(
+    pixels: np.ndarray, encoding: str = "rgb8", frame_id: str = "", stamp: Time | None = None
+) -> Image:
     """Build an Image message from HxWx3 uint8 RGB, in rgb8, bgr8 or mono8 (luma)."""
     _check_rgb(pixels)
     if encoding == "rgb8":
@@ -186,7 +189,7 @@ def rgb_to_image(pixels: np.ndarray, encoding: str = "rgb8", frame_id: str = "",
 
 
 def rgb_to_compressed(
-    pixels: np.ndarray, fmt: str = "jpeg", quality: int = 90, frame_id: str = "", stamp=None
+    pixels: np.ndarray, fmt: str = "jpeg", quality: int = 90, frame_id: str = "", stamp: Time | None = None
 ) -> CompressedImage:
     """Build a jpeg or png CompressedImage from HxWx3 uint8 RGB."""
     _check_rgb(pixels)
