@@ -12,7 +12,7 @@ import sys
 
 from lewm_ros import __version__
 
-COMMAND_MODULES: tuple[str, ...] = ("lewm_ros.model.cli",)
+COMMAND_MODULES: tuple[str, ...] = ("lewm_ros.model.cli", "lewm_ros.envs.collect", "lewm_ros.data.cli")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -1,0 +1,408 @@
+"""Offline dataset collection: exploration episodes of a ReachEnv into an HDF5 episode file.
+
+Guarantees, and how they are kept:
+- Same seed, same file: episode i draws everything (start, goal, policy noise) from
+  SeedSequence(seed, spawn_key=(i,)), so neither the worker count nor appending in several runs changes
+  what an episode contains, and episodes are written in index order.
+- The output path only ever holds a file that was closed cleanly: episodes go to a temporary file next
+  to it (a copy of the original when appending) that replaces the output at the end with os.replace.
+- Ctrl-C keeps every complete episode: each episode is written and flushed as a whole (with SIGINT held
+  back during the write); on interrupt the temporary file is closed and moved into place all the same.
+- Bad files are refused before anything is written: an existing output needs --append or --overwrite,
+  and --append validates the file first, so a corrupt original is reported and left untouched.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import multiprocessing
+import os
+import shutil
+import signal
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from lewm_ros.data.episodes import DatasetError, Episode, EpisodeWriter, validate
+from lewm_ros.envs.policies import POLICIES, make_policy
+from lewm_ros.envs.reach_env import ReachConfig, ReachEnv
+
+PROGRESS_MODES = ("auto", "bar", "lines", "none")
+# settings that must match between a file and the episodes appended to it
+_APPEND_MUST_MATCH = ("camera", "image_height", "image_width", "control_dt", "action_dim", "joint_names")
+
+
+@dataclass(frozen=True)
+class CollectionSpec:
+    """What to collect: scene, environment settings, policy, episode count and length, seed."""
+
+    scene: str
+    episodes: int
+    steps: int  # actions per episode; an episode stores steps + 1 frames
+    policy: str = "mixed"
+    seed: int = 0
+    env: ReachConfig = field(default_factory=ReachConfig)
+
+    def check(self) -> None:
+        if self.episodes < 1:
+            raise ValueError(f"--episodes must be at least 1, got {self.episodes}")
+        if self.steps < 1:
+            raise ValueError(f"--steps must be at least 1, got {self.steps}")
+        if self.policy not in POLICIES:
+            raise ValueError(f"unknown policy {self.policy!r}; choose one of {', '.join(POLICIES)}")
+        if not 0 <= self.seed < 2**63:
+            raise ValueError(f"--seed must be a non-negative 64-bit integer, got {self.seed}")
+
+
+@dataclass(frozen=True)
+class CollectionReport:
+    path: Path
+    episodes_written: int  # by this run
+    frames_written: int
+    episodes_in_file: int
+    seconds: float
+    interrupted: bool
+    clipped_actions: int
+
+    @property
+    def frames_per_second(self) -> float:
+        return self.frames_written / self.seconds if self.seconds > 0 else 0.0
+
+
+def episode_seeds(seed: int, index: int) -> tuple[np.random.SeedSequence, np.random.SeedSequence]:
+    """Independent (environment, policy) seed streams of episode `index` of a run seeded `seed`."""
+    environment, policy = np.random.SeedSequence(seed, spawn_key=(index,)).spawn(2)
+    return environment, policy
+
+
+def run_episode(env: ReachEnv, policy_name: str, steps: int, seed: int, index: int) -> Episode:
+    """Roll out one exploration episode: steps actions, steps + 1 frames."""
+    env_seed, policy_seed = episode_seeds(seed, index)
+    policy = make_policy(policy_name, env.joint_lower, env.joint_upper)
+    policy.reset(np.random.default_rng(policy_seed))
+    result = env.reset(seed=env_seed)
+    n, dim = steps + 1, env.action_dim
+    episode = Episode(
+        pixels=np.empty((n, *env.image_shape), dtype=np.uint8),
+        action=np.full((n, dim), np.nan, dtype=np.float32),
+        qpos=np.empty((n, dim)),
+        qvel=np.empty((n, dim)),
+        timestamp=np.empty(n),
+        success=np.empty(n, dtype=bool),
+        goal_qpos=env.goal_qpos,
+        goal_pixels=env.goal_image(),
+        seed=seed,
+        policy=policy_name,
+    )
+    for t in range(n):
+        if t > 0:
+            result = env.step(episode.action[t - 1])
+        observation = result.observation
+        episode.pixels[t] = observation.pixels
+        episode.qpos[t] = observation.qpos
+        episode.qvel[t] = observation.qvel
+        episode.timestamp[t] = env.time
+        episode.success[t] = result.success
+        if t < steps:
+            episode.action[t] = policy.act(observation.qpos)
+    return episode
+
+
+def file_attributes(env: ReachEnv, spec: CollectionSpec) -> dict[str, Any]:
+    """Root attributes of an episode file collected from `env` (see docs/data_format.md)."""
+    return {
+        "source": "mujoco",
+        "scene": str(spec.scene),
+        "camera": env.camera_name,
+        "control_dt": env.control_dt,
+        "seed": spec.seed,
+        "policy": spec.policy,
+        "joint_names": list(env.joint_names),
+        "joint_lower": env.joint_lower,
+        "joint_upper": env.joint_upper,
+        "max_joint_speed": env.max_joint_speed,
+        "action_space": "joint velocity / max_joint_speed, clipped to [-1, 1]",
+        "success_tolerance": env.config.success_tolerance,
+        "show_target": env.config.show_target,
+    }
+
+
+# ------------------------------------------------------------------ episode sources
+
+
+def _serial_episodes(spec: CollectionSpec, indices: range, counter: list[int]) -> Iterator[Episode]:
+    with ReachEnv(spec.scene, spec.env) as env:
+        for index in indices:
+            yield run_episode(env, spec.policy, spec.steps, spec.seed, index)
+            counter[0] = env.clipped_actions
+
+
+_WORKER: dict[str, Any] = {}
+
+
+def _start_worker(spec: CollectionSpec) -> None:
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent decides what Ctrl-C means
+    _WORKER["spec"] = spec
+    try:
+        _WORKER["env"] = ReachEnv(spec.scene, spec.env)
+    except Exception as error:  # a failing initializer makes Pool respawn workers forever: report it per task
+        _WORKER["error"] = error
+
+
+def _worker_episode(index: int) -> tuple[Episode, int]:
+    if "error" in _WORKER:
+        raise RuntimeError(f"collection worker could not build its environment: {_WORKER['error']}")
+    env, spec = _WORKER["env"], _WORKER["spec"]
+    before = env.clipped_actions
+    episode = run_episode(env, spec.policy, spec.steps, spec.seed, index)
+    return episode, env.clipped_actions - before
+
+
+def _parallel_episodes(spec: CollectionSpec, indices: range, workers: int, counter: list[int]) -> Iterator[Episode]:
+    # spawn, not fork: a forked MuJoCo/EGL context is not safe to use in the child
+    context = multiprocessing.get_context("spawn")
+    pool = context.Pool(workers, initializer=_start_worker, initargs=(spec,))
+    try:
+        for episode, clipped in pool.imap(_worker_episode, indices):  # results arrive in index order
+            counter[0] += clipped
+            yield episode
+        pool.close()
+    finally:
+        pool.terminate()
+        pool.join()
+
+
+# ------------------------------------------------------------------ writing
+
+
+@contextlib.contextmanager
+def _sigint_held_back(reraise: bool = True) -> Iterator[list[int]]:
+    """Delay Ctrl-C until the block is done, so a write finishes whole (main thread only).
+
+    Yields the list of signals received; with reraise, a held-back Ctrl-C is raised after the block.
+    """
+    received: list[int] = []
+    if threading.current_thread() is not threading.main_thread():
+        yield received
+        return
+    previous = signal.signal(signal.SIGINT, lambda signum, frame: received.append(signum))
+    try:
+        yield received
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    if received and reraise:
+        raise KeyboardInterrupt
+
+
+def _partial_path(out: Path) -> Path:
+    return out.with_name(f".{out.name}.{os.getpid()}.partial")
+
+
+def _check_appendable(out: Path, attributes: dict[str, Any]) -> int:
+    """Validate `out` and check it was collected with the same settings; return its episode count."""
+    summary = validate(out)
+    mismatched = {
+        name: (summary.attributes.get(name), attributes[name])
+        for name in _APPEND_MUST_MATCH
+        if _comparable(summary.attributes.get(name)) != _comparable(attributes[name])
+    }
+    if mismatched:
+        details = "; ".join(f"{name}: file {old!r}, this run {new!r}" for name, (old, new) in mismatched.items())
+        raise DatasetError(f"{out}: cannot append, settings differ ({details})")
+    return summary.num_episodes
+
+
+def _comparable(value: Any) -> Any:
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    if isinstance(value, tuple):
+        return list(value)
+    if isinstance(value, float):
+        return round(value, 12)
+    return value
+
+
+def collect(
+    spec: CollectionSpec,
+    out: str | Path,
+    *,
+    mode: str = "create",
+    workers: int = 1,
+    on_episode: Callable[[int, int], None] | None = None,
+) -> CollectionReport:
+    """Collect `spec.episodes` episodes into `out`; mode is create (refuse an existing file), append or
+    overwrite. `on_episode(written, frames)` runs after each episode is safely on disk.
+
+    KeyboardInterrupt stops collection early; the file then holds every complete episode and the
+    report says `interrupted`.
+    """
+    spec.check()
+    if mode not in ("create", "append", "overwrite"):
+        raise ValueError(f"mode must be create, append or overwrite, got {mode!r}")
+    if workers < 1:
+        raise ValueError(f"--workers must be at least 1, got {workers}")
+    out = Path(out)
+    if out.is_dir():
+        raise ValueError(f"output {out} is a directory")
+    if out.exists() and mode == "create":
+        raise FileExistsError(f"{out} exists: pass --append to add episodes or --overwrite to replace it")
+    # the environment is built once here to check the scene and describe it, before touching any file
+    with ReachEnv(spec.scene, spec.env) as probe:
+        attributes = file_attributes(probe, spec)
+        image_shape, dim = probe.config.image_shape, probe.action_dim
+    check = {**attributes, "image_height": image_shape[0], "image_width": image_shape[1], "action_dim": dim}
+    appending = mode == "append" and out.exists()
+    first_index = _check_appendable(out, check) if appending else 0
+
+    out.parent.mkdir(parents=True, exist_ok=True)
+    partial = _partial_path(out)
+    try:
+        if appending:
+            shutil.copyfile(out, partial)
+            writer = EpisodeWriter.open_for_append(partial)
+        else:
+            writer = EpisodeWriter.create(partial, image_shape=image_shape, action_dim=dim, state_dim=dim,
+                                          attributes=attributes)
+    except BaseException:
+        partial.unlink(missing_ok=True)
+        raise
+    indices = range(first_index, first_index + spec.episodes)
+    clipped = [0]
+    written = frames = 0
+    interrupted = False
+    started = time.perf_counter()
+    try:
+        source = (_serial_episodes(spec, indices, clipped) if workers == 1
+                  else _parallel_episodes(spec, indices, workers, clipped))
+        try:
+            for episode in source:
+                with _sigint_held_back():
+                    writer.write_episode(episode)
+                written += 1
+                frames += len(episode)
+                if on_episode is not None:
+                    on_episode(written, frames)
+        except KeyboardInterrupt:
+            interrupted = True
+        with _sigint_held_back(reraise=False) as received:  # a second Ctrl-C must not lose the file
+            source.close()
+            episodes_in_file = writer.num_episodes
+            writer.close()
+            os.replace(partial, out)
+        interrupted = interrupted or bool(received)
+    except BaseException:
+        writer.close()
+        partial.unlink(missing_ok=True)
+        raise
+    return CollectionReport(
+        path=out,
+        episodes_written=written,
+        frames_written=frames,
+        episodes_in_file=episodes_in_file,
+        seconds=time.perf_counter() - started,
+        interrupted=interrupted,
+        clipped_actions=clipped[0],
+    )
+
+
+# ------------------------------------------------------------------ command line
+
+
+def _image_size(text: str) -> int | tuple[int, int]:
+    """64 (square) or HxW, e.g. 48x64."""
+    try:
+        if "x" in text.lower():
+            height, width = (int(v) for v in text.lower().split("x"))
+            size: int | tuple[int, int] = (height, width)
+        else:
+            size = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"image size must be N or HxW, got {text!r}") from None
+    if min(np.atleast_1d(size)) < 1:
+        raise argparse.ArgumentTypeError(f"image size must be positive, got {text!r}")
+    return size
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "collect",
+        help="collect exploration episodes from a MuJoCo scene into an HDF5 episode file",
+        description="Roll out an exploration policy in a MuJoCo reach scene and store the episodes "
+        "(pixels, normalised joint-velocity actions, joint states) in an HDF5 episode file.",
+    )
+    parser.add_argument("--scene", required=True, help="MJCF file, or a bundled scene name (reach2d, arm3d)")
+    parser.add_argument("--out", required=True, type=Path, help="HDF5 episode file to write")
+    parser.add_argument("--episodes", type=int, default=100, help="episodes to collect (default 100)")
+    parser.add_argument("--steps", type=int, default=100, help="actions per episode; frames = steps + 1")
+    parser.add_argument("--policy", choices=tuple(POLICIES), default="mixed", help="exploration policy")
+    parser.add_argument("--image-size", type=_image_size, default=64, help="N or HxW pixels (default 64)")
+    parser.add_argument("--seed", type=int, default=0, help="run seed; same seed, same file (default 0)")
+    parser.add_argument("--workers", type=int, default=1, help="parallel simulator processes (default 1)")
+    parser.add_argument("--camera", default=None, help="camera name (default: the scene's first camera)")
+    parser.add_argument("--control-dt", type=float, default=ReachConfig.control_dt, help="seconds per action")
+    parser.add_argument("--max-joint-speed", type=float, default=None, help="rad/s, overrides the scene")
+    parser.add_argument("--show-target", action="store_true", help="render the goal marker into frames")
+    existing = parser.add_mutually_exclusive_group()
+    existing.add_argument("--append", action="store_true", help="add episodes to an existing file")
+    existing.add_argument("--overwrite", action="store_true", help="replace an existing file")
+    parser.add_argument(
+        "--progress", choices=PROGRESS_MODES, default="auto",
+        help="bar (tqdm), lines (one line per episode), none; auto = bar on a terminal, else none",
+    )  # fmt: skip
+    parser.set_defaults(run=run_collect)
+
+
+def run_collect(args: argparse.Namespace) -> int:
+    env_config = ReachConfig(
+        camera=args.camera,
+        image_size=args.image_size,
+        control_dt=args.control_dt,
+        max_joint_speed=args.max_joint_speed,
+        show_target=args.show_target,
+    )
+    spec = CollectionSpec(
+        scene=args.scene, episodes=args.episodes, steps=args.steps, policy=args.policy, seed=args.seed,
+        env=env_config,
+    )  # fmt: skip
+    mode = "append" if args.append else "overwrite" if args.overwrite else "create"
+    progress = args.progress
+    if progress == "auto":
+        progress = "bar" if sys.stderr.isatty() else "none"
+    total_frames = spec.episodes * (spec.steps + 1)
+    bar = None
+    if progress == "bar":
+        from tqdm import tqdm
+
+        bar = tqdm(total=total_frames, unit="frame", desc="collect", file=sys.stderr, dynamic_ncols=True)
+
+    def on_episode(written: int, frames: int) -> None:
+        if bar is not None:
+            bar.update(frames - bar.n)
+            bar.set_postfix_str(f"episode {written}/{spec.episodes}", refresh=False)
+        elif progress == "lines":
+            print(f"episode {written}/{spec.episodes} written ({frames} frames)", file=sys.stderr, flush=True)
+
+    try:
+        report = collect(spec, args.out, mode=mode, workers=args.workers, on_episode=on_episode)
+    except (OSError, ValueError, RuntimeError) as error:  # DatasetError and FileExistsError included
+        print(f"lewm-ros collect: error: {error}", file=sys.stderr)
+        return 1
+    finally:
+        if bar is not None:
+            bar.close()
+    state = "interrupted: kept" if report.interrupted else "collected"
+    print(
+        f"{state} {report.episodes_written} episodes ({report.frames_written} frames) in {report.seconds:.1f} s "
+        f"({report.frames_per_second:.0f} frames/s); {args.out} holds {report.episodes_in_file} episodes; "
+        f"clipped actions: {report.clipped_actions}",
+        file=sys.stderr,
+    )
+    return 130 if report.interrupted else 0
+
