@@ -1,11 +1,12 @@
 """SIGReg: separates Gaussian from collapsed latents, is differentiable, and is exact under DDP (gloo)."""
 
 import os
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 import torch
-import torch.distributed as dist
-import torch.multiprocessing as mp
 
 from lewm_ros.model.sigreg import SIGReg
 
@@ -51,39 +52,61 @@ def test_gradient_descent_on_the_statistic_undoes_a_collapse():
     assert sigreg(x.detach()).item() < 0.2 * start
 
 
-def _ddp_worker(rank: int, world: int, data: torch.Tensor, out_dir: str) -> None:
-    # A file rendezvous and gloo pinned to `lo`: with a TCP store, c10d reverse-resolves 127.0.0.1 through
-    # the machine's DNS server, i.e. sends packets off loopback (seen with tcpdump on eth0).
-    os.environ["GLOO_SOCKET_IFNAME"] = "lo"
-    store = f"file://{os.path.join(out_dir, 'rendezvous')}"
-    dist.init_process_group("gloo", init_method=store, rank=rank, world_size=world)
-    try:
-        torch.manual_seed(123)  # identical encoder init on both ranks
-        encoder = torch.nn.Linear(D, D)
-        ddp = torch.nn.parallel.DistributedDataParallel(encoder)
-        local = data.chunk(world)[rank]
-        generator = torch.Generator().manual_seed(rank + 7)  # different seeds: directions must come from rank 0
-        if rank == 0:
-            generator.manual_seed(7)
-        loss = SIGReg(num_directions=128)(ddp(local), generator)
-        loss.backward()
-        torch.save({"loss": loss.detach(), "grad_w": encoder.weight.grad, "grad_b": encoder.bias.grad},
-                   os.path.join(out_dir, f"rank{rank}.pt"))
-    finally:
-        dist.destroy_process_group()
+DDP_WORKER = """
+import os, sys
+import torch
+import torch.distributed as dist
+from lewm_ros.model.sigreg import SIGReg
+
+rank, world, out_dir = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3]
+dist.init_process_group("gloo", init_method="file://" + os.path.join(out_dir, "rendezvous"), rank=rank,
+                        world_size=world)
+try:
+    torch.manual_seed(123)  # identical encoder init on every rank
+    encoder = torch.nn.Linear({dim}, {dim})
+    ddp = torch.nn.parallel.DistributedDataParallel(encoder)
+    local = torch.load(os.path.join(out_dir, "data.pt")).chunk(world)[rank]
+    generator = torch.Generator().manual_seed(7 if rank == 0 else 99)  # directions must come from rank 0
+    loss = SIGReg(num_directions=128)(ddp(local), generator)
+    loss.backward()
+    torch.save({{"loss": loss.detach(), "grad_w": encoder.weight.grad, "grad_b": encoder.bias.grad}},
+               os.path.join(out_dir, f"rank{{rank}}.pt"))
+    dist.barrier()  # no rank tears gloo down while its peer still talks to it
+finally:
+    dist.destroy_process_group()
+"""
+
+
+def run_ddp(world: int, data: torch.Tensor, out_dir: Path) -> list[dict]:
+    """Run SIGReg under DDP in `world` real processes (gloo on loopback); return each rank's results.
+
+    A file rendezvous and gloo pinned to `lo`: with a TCP store, c10d reverse-resolves 127.0.0.1 through
+    the machine's DNS server, i.e. sends packets off loopback (seen with tcpdump on eth0).
+    """
+    torch.save(data, out_dir / "data.pt")
+    env = {**os.environ, "GLOO_SOCKET_IFNAME": "lo", "OMP_NUM_THREADS": "1"}
+    script = DDP_WORKER.format(dim=D)
+    procs = [
+        subprocess.Popen([sys.executable, "-c", script, str(rank), str(world), str(out_dir)], env=env,
+                         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        for rank in range(world)
+    ]
+    outputs = [proc.communicate(timeout=120)[0] for proc in procs]
+    for rank, (proc, output) in enumerate(zip(procs, outputs, strict=True)):
+        assert proc.returncode == 0, f"rank {rank} failed:\n{output}"
+    return [torch.load(out_dir / f"rank{rank}.pt") for rank in range(world)]
 
 
 def test_ddp_sigreg_equals_single_process_on_concatenated_batch(tmp_path):
     torch.manual_seed(5)
     data = torch.randn(256, D) * torch.linspace(0.2, 2.0, D)  # non-Gaussian so gradients are large
-    mp.start_processes(_ddp_worker, args=(2, data, str(tmp_path)), nprocs=2, start_method="spawn")
+    results = run_ddp(2, data, tmp_path)
 
     torch.manual_seed(123)
     encoder = torch.nn.Linear(D, D)
     loss = SIGReg(num_directions=128)(encoder(data), torch.Generator().manual_seed(7))
     loss.backward()
-    for rank in range(2):
-        result = torch.load(tmp_path / f"rank{rank}.pt")
+    for result in results:
         torch.testing.assert_close(result["loss"], loss.detach(), rtol=1e-5, atol=1e-6)
         torch.testing.assert_close(result["grad_w"], encoder.weight.grad, rtol=1e-4, atol=1e-6)
         torch.testing.assert_close(result["grad_b"], encoder.bias.grad, rtol=1e-4, atol=1e-6)
