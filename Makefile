@@ -10,6 +10,9 @@ STAMP := $(VENV)/.installed
 export ROS_AUTOMATIC_DISCOVERY_RANGE := LOCALHOST
 export ROS_LOCALHOST_ONLY := 1
 export MUJOCO_GL ?= egl
+# onnxruntime (test-only, ONNX export checks) uploads telemetry on Linux unless told not to.
+export ORT_DISABLE_TELEMETRY := 1
+export ORT_TELEMETRY_DISABLED := 1
 export PYTHONDONTWRITEBYTECODE := 1
 
 .PHONY: test lint venv clean

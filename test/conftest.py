@@ -11,6 +11,9 @@ import pytest
 os.environ["ROS_AUTOMATIC_DISCOVERY_RANGE"] = "LOCALHOST"
 os.environ["ROS_LOCALHOST_ONLY"] = "1"
 os.environ.setdefault("MUJOCO_GL", "egl")
+# onnxruntime >= 1.29 on Linux uploads telemetry (a DNS query to an outside host, seen with tcpdump): off.
+os.environ["ORT_DISABLE_TELEMETRY"] = "1"
+os.environ["ORT_TELEMETRY_DISABLED"] = "1"
 # A fresh domain per session so two suites on one machine never see each other's topics.
 # Fast DDS derives ports from the domain id; 1..100 keeps them inside the safe range on Linux.
 os.environ["ROS_DOMAIN_ID"] = str(random.SystemRandom().randint(1, 100))
