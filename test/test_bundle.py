@@ -181,3 +181,10 @@ def test_corrupt_torchscript(broken):
 def test_save_rejects_bad_stats(tmp_path):
     with pytest.raises(ValueError, match="shape"):
         save_bundle(trained_like(TINY), tmp_path / "b", action_mean=[0.0], action_std=[1.0])
+
+
+def test_save_leaves_the_callers_model_untouched(tmp_path):
+    model = trained_like(TINY).train().to(torch.bfloat16)
+    save_bundle(model, tmp_path / "b")
+    assert model.training and next(model.parameters()).dtype == torch.bfloat16
+    assert load_bundle(tmp_path / "b").model.encoder.cls_token.dtype == torch.float32

@@ -12,6 +12,7 @@ Actions inside the model are normalised: a = (raw - action_mean) / action_std pe
 
 from __future__ import annotations
 
+import copy
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -101,7 +102,7 @@ def save_bundle(
         raise ValueError(f"action mean/std must have shape ({dim},), got {mean.shape} and {std.shape}")
     if not np.all(np.isfinite(std)) or np.any(std <= 0):
         raise ValueError(f"action std must be finite and positive, got {std.tolist()}")
-    model = model.cpu().float().eval()
+    model = _cpu_fp32_copy(model)  # exports need fp32 on CPU; never move the caller's (training) model
     meta = {
         "format_version": FORMAT_VERSION,
         "lewm_ros_version": __version__,
@@ -121,6 +122,10 @@ def save_bundle(
     torch.jit.script(model.dynamics).save(str(out / PREDICTOR_TS))
     (out / META_FILE).write_text(json.dumps(meta, indent=2) + "\n")
     return out
+
+
+def _cpu_fp32_copy(model: LeWM) -> LeWM:
+    return copy.deepcopy(model).cpu().float().eval()
 
 
 def read_meta(path: str | Path) -> dict[str, Any]:
@@ -204,7 +209,7 @@ def check_state_dict(model: nn.Module, state: dict[str, Tensor], source: str) ->
 
 def export_encoder_onnx(bundle: Bundle, opset: int = 18) -> Path:
     """encoder.onnx (uint8 NHWC in, latents out, dynamic batch) for TensorRT on the Jetson."""
-    encoder = PixelEncoder(bundle.model.float().cpu().eval())
+    encoder = PixelEncoder(_cpu_fp32_copy(bundle.model))
     size = bundle.image_size
     example = torch.randint(0, 256, (2, size, size, 3), dtype=torch.uint8)  # batch 1 would be specialised
     out = bundle.path / ENCODER_ONNX
@@ -225,7 +230,7 @@ def export_encoder_onnx(bundle: Bundle, opset: int = 18) -> Path:
 
 def export_encoder_pt2(bundle: Bundle) -> Path:
     """encoder.pt2 via torch.export (dynamic batch), loadable with torch.export.load."""
-    encoder = PixelEncoder(bundle.model.float().cpu().eval())
+    encoder = PixelEncoder(_cpu_fp32_copy(bundle.model))
     size = bundle.image_size
     example = torch.randint(0, 256, (2, size, size, 3), dtype=torch.uint8)
     batch = torch.export.Dim("batch", min=1, max=1024)
