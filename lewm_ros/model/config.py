@@ -121,10 +121,10 @@ def reach64_config() -> LeWMConfig:
     bf16, batch 64, lr 1e-3, on the 2-core machine). In a 20-minute budget this preset (~0.65 s/step,
     1,854 steps) predicts the next latent with 0.7% of the copy-last error and ranks the true 5-block
     action sequence at mean rank 2.2 among 300 candidates; picking the lowest-cost candidate reaches the
-    goal (all joints within 0.05 rad) in 35% of held-out pairs, where the best of 299 random candidates
-    could reach at most 39%. A 1.05M model (width 96, 3+3 layers) matched it (mean rank 2.4, 39%) at
-    0.6x the step cost; an 8.4M model learned slower per minute (rank 7.0 vs 6.2 after 4 min). We keep
-    the 2.35M size for headroom on arm3d. Dropout is off: these models under-fit simulated data.
+    goal (all joints within 0.05 rad) in 35% of held-out pairs (an oracle over the 299 random candidates
+    alone: 39%). A 1.05M model (width 96, 3+3 layers) matched it within the noise of 100 pairs (mean
+    rank 2.4, 39%) at 0.6x the step cost, and is the fallback if planning time matters; an 8.4M model
+    learned slower per minute (rank 7.0 vs 6.2 after 4 min). Dropout is off: these models under-fit.
     """
     return LeWMConfig(
         latent_dim=128,
