@@ -12,7 +12,9 @@ import sys
 
 from lewm_ros import __version__
 
-COMMAND_MODULES: tuple[str, ...] = ("lewm_ros.model.cli", "lewm_ros.envs.collect", "lewm_ros.data.cli")
+COMMAND_MODULES: tuple[str, ...] = (
+    "lewm_ros.model.cli", "lewm_ros.envs.collect", "lewm_ros.data.cli", "lewm_ros.train",
+)
 
 
 def build_parser() -> argparse.ArgumentParser:

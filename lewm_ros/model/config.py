@@ -135,7 +135,18 @@ def reach64_config() -> LeWMConfig:
     )
 
 
-PRESETS = {"paper": paper_config, "reach64": reach64_config}
+def tiny_config() -> LeWMConfig:
+    """A ~0.1M model for tests and smoke runs of the pipeline (64x64, same structure); it does not plan well."""
+    return LeWMConfig(
+        latent_dim=32,
+        projector_hidden=64,
+        encoder=EncoderConfig(image_size=64, patch_size=16, width=32, layers=1, heads=2, mlp_dim=64),
+        predictor=PredictorConfig(layers=1, heads=2, dim_head=16, mlp_dim=64, dropout=0.0, history=3),
+        action=ActionConfig(action_dim=2, frameskip=5),
+    )
+
+
+PRESETS = {"paper": paper_config, "reach64": reach64_config, "tiny": tiny_config}
 
 
 def preset(name: str) -> LeWMConfig:

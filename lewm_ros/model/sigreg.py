@@ -34,28 +34,33 @@ class SIGReg(nn.Module):
         self.register_buffer("gaussian_cf", gaussian_cf, persistent=False)
         self.register_buffer("weights", trapezoid * gaussian_cf, persistent=False)
 
-    def directions(self, dim: int, device: torch.device, generator: torch.Generator | None = None) -> Tensor:
+    def directions(
+        self, dim: int, device: torch.device, generator: torch.Generator | None = None, local: bool = False
+    ) -> Tensor:
         """Fresh random unit directions (dim, M); identical on every rank when distributed (broadcast)."""
         gen_device = generator.device if generator is not None else device
         directions = torch.randn(dim, self.num_directions, generator=generator, device=gen_device).to(device)
         directions = directions / directions.norm(dim=0, keepdim=True)
-        if _distributed():
+        if _distributed() and not local:
             dist.broadcast(directions, src=0)
         return directions
 
-    def forward(self, embeddings: Tensor, generator: torch.Generator | None = None) -> Tensor:
-        """embeddings (N, D) or (T, N, D): N samples per time step -> scalar statistic."""
+    def forward(self, embeddings: Tensor, generator: torch.Generator | None = None, local: bool = False) -> Tensor:
+        """embeddings (N, D) or (T, N, D): N samples per time step -> scalar statistic.
+
+        `local=True` measures this process's embeddings alone, with no collective: for monitoring done
+        by one rank while the others wait."""
         if embeddings.dim() == 2:
             embeddings = embeddings.unsqueeze(0)
         if embeddings.dim() != 3:
             raise ValueError(f"SIGReg expects (N, D) or (T, N, D), got {tuple(embeddings.shape)}")
         x = embeddings.float()  # cos/sin sums are unstable in bf16
-        directions = self.directions(x.shape[-1], x.device, generator)
+        directions = self.directions(x.shape[-1], x.device, generator, local)
         phase = (x @ directions).unsqueeze(-1) * self.t  # (T, N, M, K)
         cos_sum = phase.cos().sum(dim=1)  # (T, M, K)
         sin_sum = phase.sin().sum(dim=1)
         count = torch.tensor(float(x.shape[1]), device=x.device)
-        if _distributed():
+        if _distributed() and not local:
             cos_sum, sin_sum, count = _global_sums(cos_sum, sin_sum, count)
         cos_mean = cos_sum / count
         sin_mean = sin_sum / count

@@ -1,0 +1,1 @@
+"""Training support for `lewm_ros.train`: checkpoints, run monitoring, evaluation on validation windows."""
