@@ -14,6 +14,7 @@ from lewm_ros import __version__
 
 COMMAND_MODULES: tuple[str, ...] = (
     "lewm_ros.model.cli", "lewm_ros.envs.collect", "lewm_ros.data.cli", "lewm_ros.train",
+    "lewm_ros.evaluate",
 )
 
 

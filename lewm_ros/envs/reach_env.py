@@ -30,6 +30,11 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+# Offscreen rendering needs an OpenGL platform chosen before mujoco is imported: EGL (headless) unless the
+# user picked one or has a display.
+if "DISPLAY" not in os.environ:
+    os.environ.setdefault("MUJOCO_GL", "egl")
+
 import mujoco
 import numpy as np
 

@@ -62,7 +62,8 @@ class LatentDynamics(nn.Module):
         Equals `rollout_recompute`. Window positions are learned, so a token's keys/values change
         whenever the window slides and cannot be carried from one step to the next; what can be shared
         is every token whose latent and action are the same for all candidates. Those run once per step
-        at batch B and hand their per-layer keys/values to the candidates' tokens.
+        at batch B and hand their per-layer keys/values to the candidates' tokens; and the last layer
+        computes only the newest token, the one whose output is used.
         """
         batch, n_ctx, dim = context.shape[0], context.shape[1], context.shape[2]
         samples, horizon = candidates.shape[1], candidates.shape[2]
@@ -89,7 +90,7 @@ class LatentDynamics(nn.Module):
                 conds.append(cand_emb[:, :, frame - (n_ctx - 1)])
             x = torch.stack(latents, dim=2).reshape(batch * samples, len(latents), dim)
             c = torch.stack(conds, dim=2).reshape(batch * samples, len(conds), dim)
-            out, _, _ = self.predictor.run(x, c, n_shared, past_k, past_v)
+            out, _, _ = self.predictor.run(x, c, n_shared, past_k, past_v, True)
             preds.append(self.pred_projector(out[:, -1]).reshape(batch, samples, dim))
         return torch.stack(preds, dim=2)
 

@@ -47,12 +47,20 @@ class CausalAttention(nn.Module):
         self.out = nn.Linear(heads * dim_head, dim)
 
     def forward(
-        self, x: Tensor, past_k: Tensor | None, past_v: Tensor | None
+        self, x: Tensor, past_k: Tensor | None, past_v: Tensor | None, last_only: bool = False
     ) -> tuple[Tensor, Tensor, Tensor]:
+        """`last_only`: keys/values for every token, but attention output only for the newest one (which
+        attends to everything, so no mask is needed); exact, and what a rollout's last layer needs."""
         batch, tokens, _ = x.shape
         qkv = self.qkv(self.norm(x)).view(batch, tokens, 3, self.heads, self.dim_head)
         q, k, v = qkv.permute(2, 0, 3, 1, 4).unbind(0)
         drop = self.dropout if self.training else 0.0
+        if last_only:
+            keys = k if past_k is None else torch.cat([past_k, k], dim=2)
+            values = v if past_v is None else torch.cat([past_v, v], dim=2)
+            attn = F.scaled_dot_product_attention(q[:, :, -1:], keys, values, dropout_p=drop)
+            attn = attn.transpose(1, 2).reshape(batch, 1, self.heads * self.dim_head)
+            return F.dropout(self.out(attn), drop, self.training), k, v
         if past_k is None or past_v is None:
             attn = F.scaled_dot_product_attention(q, k, v, dropout_p=drop, is_causal=True)
         else:
@@ -95,10 +103,13 @@ class ConditionalBlock(nn.Module):
         nn.init.zeros_(self.modulation.bias)
 
     def forward(
-        self, x: Tensor, cond: Tensor, past_k: Tensor | None, past_v: Tensor | None
+        self, x: Tensor, cond: Tensor, past_k: Tensor | None, past_v: Tensor | None, last_only: bool = False
     ) -> tuple[Tensor, Tensor, Tensor]:
+        """`last_only`: return only the newest token's output (keys/values still cover every token)."""
         shift1, scale1, gate1, shift2, scale2, gate2 = self.modulation(F.silu(cond)).chunk(6, dim=-1)
-        attn, k, v = self.attn(self.norm1(x) * (1 + scale1) + shift1, past_k, past_v)
+        attn, k, v = self.attn(self.norm1(x) * (1 + scale1) + shift1, past_k, past_v, last_only)
+        if last_only:
+            x, gate1, shift2, scale2, gate2 = x[:, -1:], gate1[:, -1:], shift2[:, -1:], scale2[:, -1:], gate2[:, -1:]
         x = x + gate1 * attn
         x = x + gate2 * self.mlp(self.norm2(x) * (1 + scale2) + shift2)
         return x, k, v
@@ -131,11 +142,13 @@ class Predictor(nn.Module):
         return out
 
     def run(
-        self, latents: Tensor, cond: Tensor, start: int, past_k: list[Tensor], past_v: list[Tensor]
+        self, latents: Tensor, cond: Tensor, start: int, past_k: list[Tensor], past_v: list[Tensor],
+        last_only: bool = False,
     ) -> tuple[Tensor, list[Tensor], list[Tensor]]:
         """Run tokens at window positions start..start+T-1 after an optional per-layer key/value prefix.
 
-        Returns the normalised outputs and the new tokens' keys/values per layer.
+        Returns the normalised outputs and the new tokens' keys/values per layer. `last_only`: the last
+        layer computes only the newest token (B, 1, dim), which is all a rollout step uses.
         """
         tokens = latents.shape[1]
         if start + tokens > self.history:
@@ -144,10 +157,11 @@ class Predictor(nn.Module):
         keys: list[Tensor] = []
         values: list[Tensor] = []
         use_past = len(past_k) > 0
+        last = len(self.blocks) - 1
         for i, block in enumerate(self.blocks):
             pk: Tensor | None = past_k[i] if use_past else None
             pv: Tensor | None = past_v[i] if use_past else None
-            x, k, v = block(x, cond, pk, pv)
+            x, k, v = block(x, cond, pk, pv, last_only and i == last)
             keys.append(k)
             values.append(v)
         return self.norm(x), keys, values

@@ -1,0 +1,350 @@
+"""Latent MPC: one core that samples candidate action sequences, rolls them out with the world model and
+scores them against a goal latent; update rules (CEM, iCEM, MPPI, gradient) are strategies on top.
+
+Shapes: S candidates, H horizon in action blocks, A = frameskip * action_dim (one block, normalised units),
+D latent dim. The core works in normalised action space (the model's); plans come out in raw units
+(denormalised with the bundle's statistics, clamped to the action limits).
+
+Cost of a candidate: sum_h w_h * ||z_hat_h - z_goal||^2 with w = (0, ..., 0, 1) by default (the paper's
+final-latent cost); `cost_weights` sets another weighting over the horizon.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass, field, replace
+from typing import Any, Protocol
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from lewm_ros.model.precision import autocast
+
+PLANNERS = ("cem", "icem", "mppi", "grad")
+ROLLOUTS = ("fast", "plain")
+TAILS = ("zeros", "last")
+
+
+class PlanningError(ValueError):
+    """Bad planner settings or inputs; the message names the problem."""
+
+
+@dataclass(frozen=True)
+class PlannerConfig:
+    planner: str = "cem"
+    samples: int = 300
+    iterations: int = 30
+    elites: int = 30
+    horizon: int = 5
+    init_std: float = 1.0
+    min_std: float = 0.05  # std floor in normalised units, so the search never freezes completely
+    warm_start: bool = True
+    warm_iterations: int | None = None  # iterations once a warm-start mean exists (None: `iterations`)
+    tail: str = "zeros"  # new last block after a shift: "zeros" (the data's mean action) or "last" (repeat)
+    deadline_ms: float | None = None
+    stop_std: float | None = None  # converged: every std below this ends the search early (not partial)
+    cost_weights: tuple[float, ...] | None = None  # per horizon block; None = final latent only
+    precision: str = "fp32"
+    rollout: str = "fast"  # "plain": a Python loop over candidates with the straightforward rollout (reference)
+    compile: str | None = None  # torch.compile mode for the rollout: "default", "reduce-overhead" (CUDA graphs)
+    seed: int = 0
+    # iCEM (Pinneri et al. 2020)
+    noise_beta: float = 2.0  # coloured noise exponent over env steps: 0 white, 2 smooth
+    keep_elites: float = 0.3  # share of last iteration's elites carried into the next one
+    sample_decay: float = 1.25  # samples shrink by this factor per iteration ...
+    min_samples: int | None = None  # ... down to this (default 2 x elites)
+    # MPPI (TD-MPC2's update)
+    temperature: float = 0.5  # in units of the elites' cost spread (scale-free)
+    # gradient planner
+    grad_samples: int = 8  # sequences optimised in parallel (the first is the warm-start/mean)
+    grad_lr: float = 0.1
+
+    def check(self) -> None:
+        if self.planner not in PLANNERS:
+            raise PlanningError(f"unknown planner {self.planner!r}; choose from {', '.join(PLANNERS)}")
+        if self.horizon < 1:
+            raise PlanningError(f"horizon must be >= 1, got {self.horizon}")
+        if self.samples < 1 or self.iterations < 1:
+            raise PlanningError(f"samples and iterations must be >= 1, got {self.samples} and {self.iterations}")
+        if self.planner != "grad" and not 1 <= self.elites <= self.samples:
+            raise PlanningError(f"elites (top-k) must be in 1..samples={self.samples}, got {self.elites}")
+        if self.warm_iterations is not None and self.warm_iterations < 1:
+            raise PlanningError(f"warm_iterations must be >= 1, got {self.warm_iterations}")
+        if self.tail not in TAILS:
+            raise PlanningError(f"tail must be one of {TAILS}, got {self.tail!r}")
+        if self.rollout not in ROLLOUTS:
+            raise PlanningError(f"rollout must be one of {ROLLOUTS}, got {self.rollout!r}")
+        if not (self.init_std > 0 and self.min_std >= 0):
+            raise PlanningError("init_std must be > 0 and min_std >= 0")
+        if self.cost_weights is not None:
+            if len(self.cost_weights) != self.horizon:
+                raise PlanningError(
+                    f"cost_weights needs {self.horizon} values (one per block), got {len(self.cost_weights)}"
+                )
+            if not all(math.isfinite(w) and w >= 0 for w in self.cost_weights) or sum(self.cost_weights) <= 0:
+                raise PlanningError("cost_weights must be finite, >= 0 and not all zero")
+        if self.deadline_ms is not None and not self.deadline_ms >= 0:
+            raise PlanningError(f"deadline_ms must be >= 0, got {self.deadline_ms}")
+        if self.planner == "mppi" and not self.temperature > 0:
+            raise PlanningError("mppi temperature must be > 0")
+        if self.planner == "grad" and (self.grad_samples < 1 or not self.grad_lr > 0):
+            raise PlanningError("grad_samples must be >= 1 and grad_lr > 0")
+
+
+@dataclass
+class PlanResult:
+    plan: np.ndarray  # (H, frameskip, action_dim) raw units, clamped to the limits
+    normalized: np.ndarray  # (H, A) the same plan in normalised units (what the model saw)
+    cost: float  # cost of the returned plan (inf when no candidate was evaluated)
+    iterations: int
+    time_ms: float
+    partial: bool  # stopped by the deadline before all iterations ran
+    discarded: int = 0  # candidates dropped for a non-finite cost
+    converged: bool = False  # stopped early by stop_std
+    costs: list[float] = field(default_factory=list)  # best cost after each iteration
+
+
+class Dynamics(Protocol):
+    """What the planner needs of a model: LeWM or a TorchScript LatentDynamics."""
+
+    def rollout(self, context: Tensor, past_actions: Tensor, candidates: Tensor) -> Tensor: ...
+
+
+@dataclass
+class SearchState:
+    """The sampling distribution a strategy updates, in normalised units."""
+
+    mean: Tensor  # (H, A)
+    std: Tensor  # (H, A)
+    iteration: int = 0
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+class LatentPlanner:
+    """Plans action-block sequences that drive the predicted latent to a goal latent.
+
+    Call `plan(context, past_blocks, goal)` with the latents of the last 1..history frames (oldest first),
+    the raw executed blocks between them, and the goal latent. After executing k blocks of the plan, call
+    `advance(k)` so the next plan starts from the previous mean shifted by k blocks (warm start).
+    """
+
+    def __init__(
+        self, model: Any, action_mean: np.ndarray, action_std: np.ndarray, frameskip: int, history: int,
+        latent_dim: int, config: PlannerConfig | None = None, action_low: np.ndarray | float = -1.0,
+        action_high: np.ndarray | float = 1.0, device: str | torch.device = "cpu",
+    ) -> None:  # fmt: skip
+        from lewm_ros.planning.strategies import make_strategy
+
+        self.config = config or PlannerConfig()
+        self.config.check()
+        self.model = model
+        self.device = torch.device(device)
+        self.frameskip, self.history, self.latent_dim = frameskip, history, latent_dim
+        mean = np.asarray(action_mean, np.float32).reshape(-1)
+        std = np.asarray(action_std, np.float32).reshape(-1)
+        if mean.shape != std.shape or not (np.all(np.isfinite(mean)) and np.all(np.isfinite(std)) and np.all(std > 0)):
+            raise PlanningError("action statistics must be finite, of equal length, with positive std")
+        self.action_dim = len(mean)
+        self.block_dim = frameskip * self.action_dim
+        low = np.broadcast_to(np.asarray(action_low, np.float32), mean.shape)
+        high = np.broadcast_to(np.asarray(action_high, np.float32), mean.shape)
+        if not np.all(low < high):
+            raise PlanningError(f"action limits need low < high, got {low.tolist()} and {high.tolist()}")
+        self.action_mean, self.action_std, self.action_low, self.action_high = mean, std, low.copy(), high.copy()
+        # limits in normalised units, tiled over the frameskip steps of a block
+        self._low = torch.from_numpy(np.tile((low - mean) / std, frameskip)).to(self.device)
+        self._high = torch.from_numpy(np.tile((high - mean) / std, frameskip)).to(self.device)
+        self._mean_t = torch.from_numpy(mean).to(self.device)
+        self._std_t = torch.from_numpy(std).to(self.device)
+        weights = self.config.cost_weights or (0.0,) * (self.config.horizon - 1) + (1.0,)
+        self._cost_weights = torch.tensor(weights, dtype=torch.float32, device=self.device)
+        self.strategy = make_strategy(self.config)
+        self.generator = torch.Generator(device=self.device)
+        self.reset(self.config.seed)
+        self._rollout = self._make_rollout()
+        self.iteration_ms: float | None = None  # running estimate, for deadlines
+
+    @classmethod
+    def from_bundle(
+        cls, bundle: Any, config: PlannerConfig | None = None, device: str | torch.device = "cpu",
+        action_low: np.ndarray | float = -1.0, action_high: np.ndarray | float = 1.0,
+    ) -> LatentPlanner:  # fmt: skip
+        """A planner over a loaded bundle's eager model (lewm_ros.model.bundle.load_bundle)."""
+        cfg = bundle.config
+        model = bundle.model.to(device).eval()
+        for param in model.parameters():
+            param.requires_grad_(False)
+        return cls(
+            model, bundle.action_mean, bundle.action_std, cfg.action.frameskip, cfg.predictor.history,
+            cfg.latent_dim, config, action_low, action_high, device,
+        )  # fmt: skip
+
+    # ---- lifecycle ---------------------------------------------------------------------------------
+
+    def reset(self, seed: int | None = None) -> None:
+        """Forget the warm start (a new episode or goal); reseed when `seed` is given."""
+        self._warm_mean: Tensor | None = None
+        if seed is not None:
+            self.generator.manual_seed(int(seed))
+
+    def advance(self, executed_blocks: int) -> None:
+        """Shift the warm-start mean by the blocks executed since the last plan; the new tail is the data's
+        mean action ("zeros") or a copy of the last block ("last")."""
+        if self._warm_mean is None or executed_blocks <= 0:
+            return
+        horizon = self.config.horizon
+        k = min(executed_blocks, horizon)
+        kept = self._warm_mean[k:]
+        if self.config.tail == "last" and len(kept):
+            tail = kept[-1:].expand(k, -1)
+        elif self.config.tail == "last":
+            tail = self._warm_mean[-1:].expand(k, -1)
+        else:
+            tail = torch.zeros(k, self.block_dim, device=self.device)
+        self._warm_mean = torch.cat([kept, tail]).clamp(self._low, self._high)
+
+    @property
+    def warm(self) -> bool:
+        return self._warm_mean is not None
+
+    def with_config(self, **changes: Any) -> LatentPlanner:
+        """A planner on the same model with some settings changed (no warm start carried over)."""
+        return LatentPlanner(
+            self.model, self.action_mean, self.action_std, self.frameskip, self.history, self.latent_dim,
+            replace(self.config, **changes), self.action_low, self.action_high, self.device,
+        )  # fmt: skip
+
+    # ---- planning ----------------------------------------------------------------------------------
+
+    def plan(
+        self, context: Tensor | np.ndarray, past_blocks: Tensor | np.ndarray | None, goal: Tensor | np.ndarray
+    ) -> PlanResult:
+        started = time.perf_counter()
+        cfg = self.config
+        context_t, past_t, goal_t = self._check_inputs(context, past_blocks, goal)
+        mean = self._warm_mean.clone() if (cfg.warm_start and self._warm_mean is not None) else torch.zeros(
+            cfg.horizon, self.block_dim, device=self.device)  # fmt: skip
+        iterations = cfg.warm_iterations if (self.warm and cfg.warm_iterations) else cfg.iterations
+        state = SearchState(mean=mean, std=torch.full_like(mean, cfg.init_std))
+        scorer = _Scorer(self, context_t, past_t, goal_t)
+        best_cost, best_seq = math.inf, mean.clone()
+        done, discarded, converged, partial = 0, 0, False, False
+        trace: list[float] = []
+        deadline = cfg.deadline_ms / 1000.0 if cfg.deadline_ms is not None else None
+        for it in range(iterations):
+            elapsed = time.perf_counter() - started
+            if deadline is not None:
+                estimate = (self.iteration_ms or 0.0) / 1000.0
+                if elapsed + estimate > deadline or (it > 0 and elapsed >= deadline):
+                    partial = True
+                    break
+            iter_started = time.perf_counter()
+            state.iteration = it
+            candidates, costs = self.strategy.step(state, scorer, self.generator)
+            finite = torch.isfinite(costs)
+            discarded += int((~finite).sum())
+            if bool(finite.any()):
+                costs = torch.where(finite, costs, torch.full_like(costs, math.inf))
+                index = int(torch.argmin(costs))
+                if float(costs[index]) < best_cost:
+                    best_cost, best_seq = float(costs[index]), candidates[index].detach().clone()
+            done += 1
+            trace.append(best_cost)
+            iter_ms = 1000 * (time.perf_counter() - iter_started)
+            self.iteration_ms = iter_ms if self.iteration_ms is None else 0.8 * self.iteration_ms + 0.2 * iter_ms
+            if cfg.stop_std is not None and float(state.std.max()) < cfg.stop_std:
+                converged = True
+                break
+        chosen = best_seq if math.isfinite(best_cost) else state.mean
+        chosen = chosen.clamp(self._low, self._high)
+        self._warm_mean = state.mean.detach().clamp(self._low, self._high) if math.isfinite(best_cost) else chosen
+        normalized = chosen.detach().float().cpu().numpy()
+        raw = normalized.reshape(cfg.horizon, self.frameskip, self.action_dim) * self.action_std + self.action_mean
+        raw = np.clip(raw, self.action_low, self.action_high).astype(np.float32)
+        return PlanResult(
+            plan=raw, normalized=normalized, cost=best_cost, iterations=done,
+            time_ms=1000 * (time.perf_counter() - started), partial=partial or done == 0, discarded=discarded,
+            converged=converged, costs=trace,
+        )  # fmt: skip
+
+    def warmup(self, context: Tensor | np.ndarray, past_blocks: Any, goal: Tensor | np.ndarray) -> None:
+        """One untimed plan (compilation, allocator, the iteration-time estimate); the warm start is cleared."""
+        saved = self.generator.get_state()
+        self.plan(context, past_blocks, goal)
+        self.generator.set_state(saved)
+        self._warm_mean = None
+
+    # ---- internals ---------------------------------------------------------------------------------
+
+    def _check_inputs(self, context: Any, past_blocks: Any, goal: Any) -> tuple[Tensor, Tensor, Tensor]:
+        ctx = _as_tensor(context)
+        if ctx.dim() == 1:
+            ctx = ctx.unsqueeze(0)
+        if ctx.dim() != 2 or ctx.shape[-1] != self.latent_dim:
+            raise PlanningError(f"context must be (frames, {self.latent_dim}) latents, got {tuple(ctx.shape)}")
+        if ctx.shape[0] < 1:
+            raise PlanningError("context is empty: at least the newest frame's latent is needed")
+        if ctx.shape[0] > self.history:
+            ctx = ctx[-self.history :]
+        n_past = ctx.shape[0] - 1
+        if past_blocks is None:
+            past = torch.zeros(0, self.frameskip, self.action_dim)
+        else:
+            past = _as_tensor(past_blocks).reshape(-1, self.frameskip, self.action_dim)
+        if past.shape[0] < n_past:
+            raise PlanningError(
+                f"{ctx.shape[0]} context frames need {n_past} executed blocks between them, got {past.shape[0]}"
+            )
+        past = past[past.shape[0] - n_past :] if n_past else past[:0]
+        g = _as_tensor(goal).reshape(-1)
+        if g.shape[0] != self.latent_dim:
+            raise PlanningError(f"goal latent has dimension {g.shape[0]}, the model's latents have {self.latent_dim}")
+        for name, value in (("context latents", ctx), ("executed actions", past), ("goal latent", g)):
+            if not bool(torch.isfinite(value).all()):
+                raise PlanningError(f"{name} contain NaN or inf")
+        past_norm = ((past.to(self.device) - self._mean_t) / self._std_t).reshape(n_past, self.block_dim)
+        return ctx.to(self.device), past_norm, g.to(self.device)
+
+    def _make_rollout(self):
+        cfg = self.config
+        model = self.model
+
+        def fast(context: Tensor, past: Tensor, candidates: Tensor) -> Tensor:
+            return model.rollout(context.unsqueeze(0), past.unsqueeze(0), candidates.unsqueeze(0))[0]
+
+        def plain(context: Tensor, past: Tensor, candidates: Tensor) -> Tensor:
+            outs = [
+                model.rollout_recompute(context.unsqueeze(0), past.unsqueeze(0), candidates[i : i + 1].unsqueeze(0))[0]
+                for i in range(candidates.shape[0])
+            ]
+            return torch.cat(outs)
+
+        chosen = fast if cfg.rollout == "fast" else plain
+        if cfg.compile:
+            chosen = torch.compile(chosen, mode=cfg.compile, dynamic=False)
+        return chosen
+
+
+def _as_tensor(value: Any) -> Tensor:
+    return (value if isinstance(value, Tensor) else torch.as_tensor(np.asarray(value))).detach().float()
+
+
+class _Scorer:
+    """Costs of candidate sequences (S, H, A) for one planning call; candidates are clamped to the limits."""
+
+    def __init__(self, planner: LatentPlanner, context: Tensor, past: Tensor, goal: Tensor) -> None:
+        self.planner = planner
+        self.context, self.past, self.goal = context, past, goal
+        self.low, self.high = planner._low, planner._high
+
+    def clamp(self, candidates: Tensor) -> Tensor:
+        return candidates.clamp(self.low, self.high)
+
+    def costs(self, candidates: Tensor, grad: bool = False) -> Tensor:
+        p = self.planner
+        with torch.set_grad_enabled(grad), autocast(p.device, p.config.precision):
+            latents = p._rollout(self.context, self.past, candidates)  # (S, H, D)
+        distance = (latents.float() - self.goal).square().sum(-1)  # (S, H)
+        return distance @ p._cost_weights
