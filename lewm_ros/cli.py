@@ -14,8 +14,18 @@ from lewm_ros import __version__
 
 COMMAND_MODULES: tuple[str, ...] = (
     "lewm_ros.model.cli", "lewm_ros.envs.collect", "lewm_ros.data.cli", "lewm_ros.train",
-    "lewm_ros.evaluate",
+    "lewm_ros.evaluate", "lewm_ros.probe", "lewm_ros.planning.bench",
 )
+
+
+def bench_subparsers(subparsers: argparse._SubParsersAction) -> argparse._SubParsersAction:
+    """The `lewm-ros bench` group's subparsers, created on first use, so any module can add `lewm-ros bench X`."""
+    bench = subparsers.choices.get("bench")
+    if bench is None:
+        bench = subparsers.add_parser("bench", help="benchmarks: one JSON line of timings and settings each")
+        bench.set_defaults(run=lambda _args: bench.print_help() or 0)
+        bench._bench_subparsers = bench.add_subparsers(title="benchmarks", metavar="BENCH")  # type: ignore[attr-defined]
+    return bench._bench_subparsers  # type: ignore[attr-defined]
 
 
 def build_parser() -> argparse.ArgumentParser:

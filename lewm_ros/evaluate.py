@@ -169,7 +169,7 @@ def evaluate(args: argparse.Namespace) -> EvalReport:
 
     from lewm_ros.envs.reach_env import ReachConfig, ReachEnv
     from lewm_ros.model.bundle import load_bundle
-    from lewm_ros.model.precision import resolve_device
+    from lewm_ros.model.precision import machine_description, resolve_device
     from lewm_ros.planning.core import LatentPlanner
 
     device = resolve_device(args.device)
@@ -200,7 +200,16 @@ def evaluate(args: argparse.Namespace) -> EvalReport:
     })  # fmt: skip
     first = tasks[0]
     warm_ctx = loop.encode(env.reset(start_qpos=first.start_qpos, goal_qpos=first.goal_qpos).observation.pixels)
-    planner.warmup(warm_ctx[None], None, loop.encode(env.goal_image()))
+    warm_goal = loop.encode(env.goal_image())
+    if args.precision in (None, "auto"):  # measured on this device, never assumed
+        chosen, timings = planner.choose_precision(warm_ctx[None], None, warm_goal)
+        report.settings["precision_choice"] = {"chosen": chosen, "ms_per_iteration": timings}
+        if chosen != planner.config.precision:
+            planner = planner.with_config(precision=chosen)
+            loop.planner = planner
+            report.settings["planner"] = asdict(planner.config)
+    report.settings["machine"] = machine_description(device)
+    planner.warmup(warm_ctx[None], None, warm_goal)
     recorded: list[list] = []
     bar = tqdm(tasks, desc="eval", unit="episode", disable=args.no_progress, file=sys.stderr)
     for index, task in enumerate(bar):
@@ -226,7 +235,7 @@ def planner_config(args: argparse.Namespace) -> Any:
     }  # fmt: skip
     values = {k: (getattr(defaults, k) if v is None else v) for k, v in values.items()}
     if values["precision"] == "auto":
-        values["precision"] = "fp32"  # resolved by measurement in run_eval
+        values["precision"] = "fp32"  # until `evaluate` has measured the alternatives on the device
     config = PlannerConfig(**values)
     config.check()
     return config

@@ -12,13 +12,9 @@ bundle/ (model.json + weights + TorchScript). `--resume` continues exactly where
 from __future__ import annotations
 
 import argparse
-import copy
-import json
 import math
 import os
-import signal
 import sys
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -60,19 +56,22 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seed", type=int, help="seed of init, split and data order (default 0)")
     parser.add_argument("--device", default="auto", help="auto | cpu | cuda (default auto)")
     parser.add_argument("--precision", choices=("auto", "fp32", "bf16", "fp16"),
-                        help="autocast precision; auto (default) measures fp32 vs bf16 on the CPU, bf16/fp16 on CUDA")  # fmt: skip
+                        help="autocast precision; auto (default) measures fp32 vs bf16 on the CPU, "
+                             "bf16/fp16 on CUDA")  # fmt: skip
     parser.add_argument("--init", type=Path, help="bundle to fine-tune (same architecture and image size)")
     parser.add_argument("--resume", action="store_true", help="continue the run in --out from its checkpoint")
     parser.add_argument("--workers", type=int, default=1, help="threads assembling batches ahead (default 1)")
     parser.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice)")
     parser.add_argument("--max-ram-gb", type=float, default=4.0,
-                        help="load the data into RAM when it fits, else read it in shards of this size (default 4)")  # fmt: skip
+                        help="load the data into RAM when it fits, else read it in shards of this size "
+                             "(default 4)")  # fmt: skip
     parser.add_argument("--max-val-windows", type=int, default=2048, help="validation windows per evaluation")
     parser.add_argument("--checkpoint-minutes", type=float, default=5.0, help="also checkpoint this often")
     parser.add_argument("--log-every", type=int, default=10, help="steps between metrics.csv train rows")
     parser.add_argument("--stop-after", type=int, help="checkpoint and stop (resumable) once this step is reached")
     parser.add_argument("--dist-init", default="env://",
-                        help="torch.distributed init method under torchrun (default env://; file:///path works too)")  # fmt: skip
+                        help="torch.distributed init method under torchrun (default env://; "
+                             "file:///path works too)")  # fmt: skip
     parser.add_argument("--no-progress", action="store_true", help="no progress bar (logs only)")
 
 
@@ -153,11 +152,15 @@ def resolve_settings(args: argparse.Namespace, world: int, saved: dict[str, Any]
         epochs = DEFAULT_EPOCHS
     settings = Settings(
         data=given["data"], preset=preset, init=given["init"],
-        batch_size=_default(given["batch_size"], 64), lr=_default(given["lr"], DEFAULT_LR.get(preset or "", FALLBACK_LR)),
-        weight_decay=_default(given["weight_decay"], 1e-3), sigreg_weight=_default(given["sigreg_weight"], DEFAULT_SIGREG_WEIGHT),
-        sigreg_directions=_default(given["sigreg_directions"], 1024), warmup_fraction=_default(given["warmup_fraction"], 0.05),
-        grad_clip=_default(given["grad_clip"], 1.0), epochs=epochs, minutes=given["minutes"], seed=_default(given["seed"], 0),
-        val_fraction=_default(given["val_fraction"], 0.1), precision=_default(given["precision"], "auto"), world_size=world,
+        batch_size=_default(given["batch_size"], 64),
+        lr=_default(given["lr"], DEFAULT_LR.get(preset or "", FALLBACK_LR)),
+        weight_decay=_default(given["weight_decay"], 1e-3),
+        sigreg_weight=_default(given["sigreg_weight"], DEFAULT_SIGREG_WEIGHT),
+        sigreg_directions=_default(given["sigreg_directions"], 1024),
+        warmup_fraction=_default(given["warmup_fraction"], 0.05),
+        grad_clip=_default(given["grad_clip"], 1.0), epochs=epochs, minutes=given["minutes"],
+        seed=_default(given["seed"], 0), val_fraction=_default(given["val_fraction"], 0.1),
+        precision=_default(given["precision"], "auto"), world_size=world,
     )  # fmt: skip
     _check_values(settings)
     return settings
@@ -217,7 +220,8 @@ class Dist:
 
 
 def dist_from_env() -> Dist:
-    return Dist(int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1)), int(os.environ.get("LOCAL_RANK", 0)))
+    env = os.environ
+    return Dist(int(env.get("RANK", 0)), int(env.get("WORLD_SIZE", 1)), int(env.get("LOCAL_RANK", 0)))
 
 
 # ------------------------------------------------------------------------------------------- the run
@@ -231,7 +235,9 @@ def prepare_out_dir(out: Path, resume: bool, is_main: bool) -> None:
             raise TrainError(f"--resume: {out} holds no {CHECKPOINT_FILE} to continue from")
         return
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
-        raise TrainError(f"--out {out} exists and is not empty; pass --resume to continue it, or choose a new directory")
+        raise TrainError(
+            f"--out {out} exists and is not empty; pass --resume to continue it, or choose a new directory"
+        )
     if not is_main:
         return
     try:
@@ -244,532 +250,10 @@ def prepare_out_dir(out: Path, resume: bool, is_main: bool) -> None:
 
 
 def train(args: argparse.Namespace) -> int:
-    import numpy as np
-    import torch
-    import torch.distributed as dist
+    """Run (or resume) training; TrainError for problems found before any work is done."""
+    from lewm_ros.training.loop import run_training
 
-    from lewm_ros.data.episodes import DatasetError
-    from lewm_ros.data.windows import (
-        EpisodeBlock, WindowSpec, WindowStream, action_statistics, inspect_files, split_episodes,
-    )  # fmt: skip
-    from lewm_ros.model.bundle import BundleError, load_bundle, save_bundle
-    from lewm_ros.model.config import LeWMConfig, preset
-    from lewm_ros.model.lewm import LeWM, count_parameters
-    from lewm_ros.model.precision import autocast, choose_precision, machine_description, resolve_device
-    from lewm_ros.model.sigreg import SIGReg
-    from lewm_ros.training.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
-    from lewm_ros.training.monitor import MetricsLog, plot_curves
-
-    ddp = dist_from_env()
-    out: Path = args.out
-    saved_state: dict[str, Any] | None = None
-    if args.resume:
-        prepare_out_dir(out, True, ddp.main)
-        try:
-            saved_state = load_checkpoint(out)
-        except CheckpointError as err:
-            raise TrainError(str(err)) from err
-    settings = resolve_settings(args, ddp.world, saved_state["settings"] if saved_state else None)
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    try:
-        device = resolve_device(args.device)
-    except ValueError as err:
-        raise TrainError(str(err)) from err
-    if device.type == "cuda":
-        device = torch.device("cuda", ddp.local_rank)
-        torch.cuda.set_device(device)
-
-    # ---- data and model config: every check before any work or file is written
-    try:
-        info = inspect_files(settings.data)
-    except DatasetError as err:
-        raise TrainError(str(err)) from err
-    init_bundle = None
-    if settings.init:
-        try:
-            init_bundle = load_bundle(settings.init)
-        except BundleError as err:
-            raise TrainError(f"--init: {err}") from err
-    cfg = model_config(settings, info, init_bundle, preset, LeWMConfig)
-    spec = WindowSpec(cfg.predictor.history, cfg.action.frameskip)
-    try:
-        train_eps, val_eps = split_episodes(info, spec, settings.val_fraction, settings.seed)
-    except DatasetError as err:
-        raise TrainError(str(err)) from err
-    if init_bundle is not None:  # fine-tuning keeps the action units the pretrained embedder knows
-        action_mean, action_std = init_bundle.action_mean, init_bundle.action_std
-    elif saved_state is not None:
-        action_mean = np.asarray(saved_state["action_mean"], np.float32)
-        action_std = np.asarray(saved_state["action_std"], np.float32)
-    else:
-        action_mean, action_std = action_statistics(info, train_eps)
-    local_batch = settings.batch_size // ddp.world
-    stream = WindowStream(
-        info, train_eps, spec, action_mean, action_std, batch_size=local_batch,
-        budget_bytes=int(args.max_ram_gb * 2**30), seed=settings.seed, rank=ddp.rank, world=ddp.world,
-    )  # fmt: skip
-    batches_per_epoch = stream.batches_per_epoch()
-    train_windows = sum(stream.windows_per_shard)
-    if batches_per_epoch == 0:
-        raise TrainError(
-            f"the training split holds {train_windows} windows in {len(train_eps)} episodes: fewer than one "
-            f"batch of {settings.batch_size}; collect more data or lower --batch-size"
-        )
-    if not args.resume:
-        prepare_out_dir(out, False, ddp.main)
-
-    if ddp.active:
-        backend = "nccl" if device.type == "cuda" else "gloo"
-        dist.init_process_group(backend, init_method=args.dist_init, rank=ddp.rank, world_size=ddp.world)
-    try:
-        return _run(
-            args, settings, ddp, device, info, cfg, spec, train_eps, val_eps, action_mean, action_std, stream,
-            batches_per_epoch, train_windows, init_bundle, saved_state,
-            np=np, torch=torch, dist=dist, EpisodeBlock=EpisodeBlock, LeWM=LeWM, count_parameters=count_parameters,
-            autocast=autocast, choose_precision=choose_precision, machine_description=machine_description,
-            SIGReg=SIGReg, save_checkpoint=save_checkpoint, MetricsLog=MetricsLog, plot_curves=plot_curves,
-            save_bundle=save_bundle,
-        )  # fmt: skip
-    finally:
-        if ddp.active and dist.is_initialized():
-            dist.destroy_process_group()
-
-
-def model_config(settings: Settings, info: Any, init_bundle: Any, preset: Any, LeWMConfig: Any) -> Any:
-    """The preset (or --init bundle's) config, fitted to the data's action dimension and checked against it."""
-    try:
-        cfg = preset(settings.preset) if settings.preset else None
-    except ValueError as err:
-        raise TrainError(str(err)) from err
-    height, width, _ = info.image_shape
-    if init_bundle is not None:
-        base = init_bundle.config
-        if cfg is not None and cfg.with_action(base.action.action_dim).to_dict() != base.to_dict():
-            diff = _dict_diff(cfg.with_action(base.action.action_dim).to_dict(), base.to_dict())
-            raise TrainError(f"--init bundle's architecture differs from --preset {settings.preset}: {diff}")
-        if base.action.action_dim != info.action_dim:
-            raise TrainError(
-                f"--init bundle has action_dim {base.action.action_dim}, the data {info.action_dim}"
-            )
-        if (height, width) != (base.encoder.image_size,) * 2:
-            raise TrainError(
-                f"--init bundle's image size is {base.encoder.image_size}x{base.encoder.image_size}, "
-                f"the data's {height}x{width}; collect or convert the data at the bundle's size"
-            )
-        return base
-    assert cfg is not None
-    if height != width:
-        raise TrainError(f"the model takes square images; the data's are {height}x{width}")
-    if cfg.action.action_dim != info.action_dim:
-        cfg = cfg.with_action(info.action_dim)
-    if height != cfg.encoder.image_size:
-        print(
-            f"note: frames are {height}x{width}, preset {settings.preset} encodes "
-            f"{cfg.encoder.image_size}x{cfg.encoder.image_size}: frames are resized in the model",
-            file=sys.stderr,
-        )
-    return cfg
-
-
-def _dict_diff(a: dict, b: dict, prefix: str = "") -> str:
-    out = []
-    for key in sorted(set(a) | set(b)):
-        va, vb = a.get(key), b.get(key)
-        if isinstance(va, dict) and isinstance(vb, dict):
-            inner = _dict_diff(va, vb, f"{prefix}{key}.")
-            if inner:
-                out.append(inner)
-        elif va != vb:
-            out.append(f"{prefix}{key} {va!r} vs {vb!r}")
-    return "; ".join(out)
-
-
-def _run(args, settings, ddp, device, info, cfg, spec, train_eps, val_eps, action_mean, action_std, stream,
-         batches_per_epoch, train_windows, init_bundle, saved_state, *, np, torch, dist, EpisodeBlock, LeWM,
-         count_parameters, autocast, choose_precision, machine_description, SIGReg, save_checkpoint, MetricsLog,
-         plot_curves, save_bundle) -> int:  # fmt: skip
-    from tqdm import tqdm
-
-    from lewm_ros.training.evaluate import evaluate_windows
-    from lewm_ros.training.objective import Objective, prediction_loss, sigreg_loss
-
-    out: Path = args.out
-    log = print if ddp.main else (lambda *a, **k: None)
-
-    torch.manual_seed(settings.seed)
-    model = LeWM(cfg).to(device)
-    if init_bundle is not None:
-        model.load_state_dict(init_bundle.model.state_dict())
-    if saved_state is not None:
-        model.load_state_dict(saved_state["model"])
-    model.train()
-    objective = Objective(model)
-    sigreg = SIGReg(num_directions=settings.sigreg_directions).to(device)
-
-    # ---- validation windows (rank 0 evaluates; fixed subset, so epochs compare)
-    val_block = None
-    val_windows = None
-    if ddp.main and val_eps:
-        val_block = EpisodeBlock(info, _fit_budget(val_eps, info, int(args.max_ram_gb * 2**30)), spec, action_mean,
-                                 action_std)  # fmt: skip
-        rng = np.random.default_rng(settings.seed + 1)
-        val_windows = np.sort(rng.choice(len(val_block), min(args.max_val_windows, len(val_block)), replace=False))
-
-    # ---- precision: measured once on a fresh run (on a copy, RNG untouched), kept on resume
-    if saved_state is not None:
-        precision, timings = saved_state["precision"], {}
-    else:
-        precision, timings = _pick_precision(
-            settings, objective, sigreg, stream, device, choose_precision, autocast, torch, ddp, dist,
-        )  # fmt: skip
-    if ddp.active and device.type == "cuda":
-        objective = torch.nn.SyncBatchNorm.convert_sync_batchnorm(objective)
-    wrapped = (
-        torch.nn.parallel.DistributedDataParallel(objective, device_ids=[device.index] if device.type == "cuda" else None)
-        if ddp.active else objective
-    )  # fmt: skip
-
-    decay = [p for n, p in objective.named_parameters() if p.dim() >= 2 and "pos_embed" not in n]
-    no_decay = [p for n, p in objective.named_parameters() if p.dim() < 2 or "pos_embed" in n]
-    optimizer = torch.optim.AdamW(
-        [{"params": decay, "weight_decay": settings.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
-        lr=settings.lr,
-    )
-    scaler = torch.amp.GradScaler(device.type, enabled=precision == "fp16")
-
-    # ---- step budget
-    if saved_state is not None:
-        total_steps = int(saved_state["total_steps"])
-        step, epoch, batch_in_epoch = int(saved_state["step"]), int(saved_state["epoch"]), int(saved_state["batch_in_epoch"])
-        elapsed_before = float(saved_state["elapsed_s"])
-        optimizer.load_state_dict(saved_state["optimizer"])
-        if saved_state.get("scaler"):
-            scaler.load_state_dict(saved_state["scaler"])
-        torch.set_rng_state(saved_state["rng"][ddp.rank])
-        if device.type == "cuda" and saved_state.get("cuda_rng"):
-            torch.cuda.set_rng_state(saved_state["cuda_rng"][ddp.rank], device)
-        last_eval = saved_state.get("last_eval", {})
-    else:
-        step = epoch = batch_in_epoch = 0
-        elapsed_before = 0.0
-        last_eval = {}
-        if settings.epochs is not None:
-            total_steps = settings.epochs * batches_per_epoch
-        else:
-            step_s = _measure_step_seconds(objective, sigreg, stream, device, precision, autocast, torch, settings)
-            total_steps = max(1, int(settings.minutes * 60 * BUDGET_RESERVE / step_s))
-            if ddp.active:
-                shared = torch.tensor([total_steps], dtype=torch.float64)
-                dist.broadcast(shared, src=0)
-                total_steps = int(shared.item())
-            log(f"budget {settings.minutes:g} min: measured {step_s * 1000:.0f} ms/step -> {total_steps} steps "
-                f"({total_steps / batches_per_epoch:.1f} epochs)")  # fmt: skip
-
-    machine = machine_description(device)
-    data_summary = {
-        "files": [
-            {"file": f, "episodes": sum(1 for e in info.episodes if e.file == i),
-             "frames": sum(e.length for e in info.episodes if e.file == i)}
-            for i, f in enumerate(settings.data)
-        ],
-        "train_episodes": len(train_eps), "val_episodes": len(val_eps),
-        "train_frames": sum(e.length for e in train_eps), "val_frames": sum(e.length for e in val_eps),
-        "train_windows": train_windows, "image_shape": list(info.image_shape), "control_dt": info.control_dt,
-    }  # fmt: skip
-    metrics = MetricsLog(out / "metrics.csv")
-    if ddp.main:
-        if saved_state is not None:
-            metrics.truncate_after(step)
-        run_info = {
-            "settings": settings.compared(), "model_config": cfg.to_dict(), "parameters": count_parameters(model),
-            "device": str(device), "precision": precision, "precision_ms_per_step": timings, "machine": machine,
-            "data": data_summary, "data_in_memory": stream.in_memory, "data_ram_bytes": stream.resident_bytes,
-            "shards": len(stream.shards), "total_steps": total_steps, "batches_per_epoch": batches_per_epoch,
-            "action_normalization": {"mean": np.asarray(action_mean).tolist(), "std": np.asarray(action_std).tolist()},
-        }  # fmt: skip
-        (out / "run.json").write_text(json.dumps(run_info, indent=2) + "\n")
-        where = "in RAM" if stream.in_memory else f"in {len(stream.shards)} shards read one at a time"
-        log(f"data: {info.frames} frames in {len(info.episodes)} episodes from {len(settings.data)} file(s); "
-            f"train {len(train_eps)} episodes ({train_windows} windows), val {len(val_eps)} episodes; "
-            f"pixels {where} ({stream.resident_bytes / 2**20:.1f} MiB resident)")  # fmt: skip
-        log(f"model: {count_parameters(model) / 1e6:.2f}M parameters ({settings.preset or 'from --init'}); "
-            f"device {device} ({machine.get('gpu') or machine['cpu_model']}), precision {precision}"
-            + (f" (measured ms/step {', '.join(f'{k} {v:.0f}' for k, v in timings.items())})" if timings else "")
-            + f"; {ddp.world} process(es), batch {settings.batch_size}")  # fmt: skip
-        if saved_state is not None:
-            log(f"resumed at step {step} (epoch {epoch}, batch {batch_in_epoch} of {batches_per_epoch})")
-
-    # ---- signals: finish the step, checkpoint, exit
-    stop_signal: list[int] = []
-    previous = {}
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        previous[sig] = signal.signal(sig, lambda number, frame: stop_signal.append(number))
-
-    def gather_rng() -> tuple[list, list]:
-        state = torch.get_rng_state()
-        cuda_state = torch.cuda.get_rng_state(device) if device.type == "cuda" else None
-        if not ddp.active:
-            return [state], ([cuda_state] if cuda_state is not None else [])
-        states = [torch.empty_like(state) for _ in range(ddp.world)]
-        dist.all_gather(states, state)
-        cuda_states: list = []
-        if cuda_state is not None:
-            cuda_states = [torch.empty_like(cuda_state) for _ in range(ddp.world)]
-            dist.all_gather(cuda_states, cuda_state.cpu())
-        return states, cuda_states
-
-    def checkpoint(epoch_now: int, batch_now: int) -> None:
-        rng, cuda_rng = gather_rng()
-        if ddp.main:
-            save_checkpoint(out, {
-                "settings": settings.compared(), "model_config": cfg.to_dict(), "model": model.state_dict(),
-                "optimizer": optimizer.state_dict(), "scaler": scaler.state_dict() if scaler.is_enabled() else {},
-                "rng": rng, "cuda_rng": cuda_rng, "step": step, "epoch": epoch_now, "batch_in_epoch": batch_now,
-                "total_steps": total_steps, "elapsed_s": elapsed_before + (time.monotonic() - started),
-                "precision": precision, "action_mean": np.asarray(action_mean).tolist(),
-                "action_std": np.asarray(action_std).tolist(), "data_summary": data_summary, "last_eval": last_eval,
-            })  # fmt: skip
-        if ddp.active:
-            dist.barrier()
-
-    def run_eval(epoch_now: int) -> None:
-        nonlocal last_eval
-        if ddp.main and val_block is not None:
-            result = evaluate_windows(model, val_block, val_windows, sigreg, device, precision, stream.batch_size)
-            last_eval = result
-            metrics.append({
-                "step": step, "epoch": epoch_now, "kind": "val", "loss": result["pred"] + settings.sigreg_weight * result["sigreg"],
-                "pred": result["pred"], "sigreg": result["sigreg"], "lr": optimizer.param_groups[0]["lr"],
-                "mean_std": result["health"]["mean_std"], "eff_rank": result["health"]["eff_rank"],
-                "elapsed_s": elapsed_before + time.monotonic() - started,
-            })  # fmt: skip
-            tqdm.write(
-                f"epoch {epoch_now}: val prediction {result['pred']:.4g}  SIGReg {result['sigreg']:.4g}  "
-                f"latent std {result['health']['mean_std']:.3f}  effective rank {result['health']['eff_rank']:.1f}"
-                f"/{cfg.latent_dim}  surprise p50/p99 {result['surprise']['p50']:.3g}/{result['surprise']['p99']:.3g}"
-            )  # fmt: skip
-            if result["collapse_warning"]:
-                tqdm.write(result["collapse_warning"], file=sys.stderr)
-            plot_curves(metrics, out / "curves.png")
-        model.train()
-        if ddp.active:
-            dist.barrier()
-
-    started = time.monotonic()
-    last_checkpoint = time.monotonic()
-    deadline = settings.minutes * 60 if settings.minutes else None
-    bar = tqdm(total=total_steps, initial=step, disable=not ddp.main or args.no_progress, unit="step",
-               dynamic_ncols=True, file=sys.stderr)  # fmt: skip
-    window_sums = np.zeros(3)  # pred, sigreg, steps since the last log row
-    window_started = time.monotonic()
-    exit_code = 0
-    reason = "finished"
-    try:
-        while step < total_steps and reason == "finished":
-            for frames, blocks in stream.epoch(epoch, skip=batch_in_epoch, workers=args.workers):
-                lr = learning_rate(step, total_steps, settings.lr, settings.warmup_fraction)
-                for group in optimizer.param_groups:
-                    group["lr"] = lr
-                frames_t = torch.from_numpy(frames).to(device, non_blocking=True)
-                blocks_t = torch.from_numpy(blocks).to(device, non_blocking=True)
-                with autocast(device, precision):
-                    z, pred = wrapped(frames_t, blocks_t)
-                pred_loss = prediction_loss(z, pred)
-                sig_loss = sigreg_loss(sigreg, z)
-                loss = pred_loss + settings.sigreg_weight * sig_loss
-                finite = bool(torch.isfinite(loss))
-                optimizer.zero_grad(set_to_none=True)
-                if finite:
-                    scaler.scale(loss).backward()
-                    scaler.unscale_(optimizer)
-                    grad_norm = torch.nn.utils.clip_grad_norm_(objective.parameters(), settings.grad_clip)
-                    finite = bool(torch.isfinite(grad_norm)) or scaler.is_enabled()
-                save_due = ddp.main and (time.monotonic() - last_checkpoint) >= args.checkpoint_minutes * 60
-                flags = torch.tensor(
-                    [pred_loss.item() if finite else 0.0, sig_loss.item() if finite else 0.0, float(not finite),
-                     float(bool(stop_signal)), float(save_due)], dtype=torch.float64,
-                )  # fmt: skip
-                if ddp.active:
-                    dist.all_reduce(flags)
-                if flags[2] > 0:
-                    reason = "nonfinite"
-                    log(
-                        f"\nerror: non-finite loss or gradient at step {step} (prediction {pred_loss.item():.4g}, "
-                        f"SIGReg {sig_loss.item():.4g}); stopped without saving this step. The last good checkpoint "
-                        f"({out / 'checkpoint.pt'}) is kept; lower --lr or use --precision fp32, then --resume.",
-                        file=sys.stderr,
-                    )
-                    exit_code = EXIT_NONFINITE
-                    break
-                scaler.step(optimizer)
-                scaler.update()
-                step += 1
-                batch_in_epoch += 1
-                window_sums += [flags[0].item() / ddp.world, flags[1].item() / ddp.world, 1]
-                if ddp.main:
-                    bar.update(1)
-                if step % args.log_every == 0 or step == total_steps:
-                    seconds = time.monotonic() - window_started
-                    sps = window_sums[2] * settings.batch_size / max(seconds, 1e-9)
-                    pred_avg, sig_avg = window_sums[0] / window_sums[2], window_sums[1] / window_sums[2]
-                    bar.set_postfix(pred=f"{pred_avg:.4g}", sigreg=f"{sig_avg:.3g}", sps=f"{sps:.0f}", refresh=False)
-                    if ddp.main:
-                        metrics.append({
-                            "step": step, "epoch": epoch, "kind": "train", "pred": pred_avg, "sigreg": sig_avg,
-                            "loss": pred_avg + settings.sigreg_weight * sig_avg, "lr": lr, "samples_per_s": sps,
-                            "elapsed_s": elapsed_before + time.monotonic() - started,
-                        })  # fmt: skip
-                    window_sums[:] = 0
-                    window_started = time.monotonic()
-                over_time = deadline is not None and elapsed_before + time.monotonic() - started >= deadline
-                stop_now = flags[3] > 0 or (args.stop_after is not None and step >= args.stop_after)
-                if stop_now or flags[4] > 0:
-                    checkpoint(epoch, batch_in_epoch)
-                    last_checkpoint = time.monotonic()
-                if stop_now:
-                    reason = "signal" if flags[3] > 0 else "stop-after"
-                    break
-                if step >= total_steps or over_time:
-                    if over_time and step < total_steps:
-                        log(f"\nnote: the --minutes budget ran out at step {step} of {total_steps}")
-                        total_steps = step
-                    break
-            if reason != "finished":
-                break
-            if batch_in_epoch >= batches_per_epoch or step >= total_steps:
-                run_eval(epoch)
-                if batch_in_epoch >= batches_per_epoch:
-                    epoch, batch_in_epoch = epoch + 1, 0
-                checkpoint(epoch, batch_in_epoch)
-                last_checkpoint = time.monotonic()
-    finally:
-        bar.close()
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
-
-    if reason == "signal":
-        name = "SIGINT" if stop_signal[0] == signal.SIGINT else "SIGTERM"
-        log(f"\n{name}: checkpoint saved at step {step}; continue with: lewm-ros train --out {out} --resume",
-            file=sys.stderr)  # fmt: skip
-        return EXIT_SIGINT if stop_signal[0] == signal.SIGINT else EXIT_SIGTERM
-    if reason == "stop-after":
-        log(f"stopped at step {step} (--stop-after); continue with: lewm-ros train --out {out} --resume")
-        return 0
-    if reason == "nonfinite":
-        return exit_code
-    if ddp.main:
-        bundle_dir = export_run_bundle(out, model, cfg, action_mean, action_std, data_summary, last_eval, {
-            "steps": step, "epochs": step / batches_per_epoch, "precision": precision, "device": str(device),
-            "machine": machine, "world_size": ddp.world, "seconds": elapsed_before + time.monotonic() - started,
-            "settings": settings.compared(),
-        }, save_bundle)  # fmt: skip
-        seconds = elapsed_before + time.monotonic() - started
-        log(f"done: {step} steps in {seconds / 60:.1f} min ({step * settings.batch_size / max(seconds, 1e-9):.0f} "
-            f"windows/s overall); bundle written to {bundle_dir}")  # fmt: skip
-    if ddp.active:
-        dist.barrier()
-    return 0
-
-
-def _fit_budget(episodes: list, info: Any, budget: int) -> list:
-    kept, used = [], 0
-    for ref in episodes:
-        size = ref.length * info.frame_bytes()
-        if kept and used + size > budget:
-            break
-        kept.append(ref)
-        used += size
-    return kept
-
-
-def _train_step_workload(objective, sigreg, frames, blocks, device, precision, autocast, settings) -> None:
-    with autocast(device, precision):
-        z, pred = objective(frames, blocks)
-    from lewm_ros.training.objective import prediction_loss, sigreg_loss
-
-    loss = prediction_loss(z, pred) + settings.sigreg_weight * sigreg_loss(sigreg, z)
-    loss.backward()
-    if device.type == "cuda":
-        import torch
-
-        torch.cuda.synchronize(device)
-
-
-def _sample_batch(stream, device, torch):
-    shard, windows = stream.batch_plan(0)[0]
-    frames, blocks = stream._block(shard).batch(windows)
-    return torch.from_numpy(frames).to(device), torch.from_numpy(blocks).to(device)
-
-
-def _pick_precision(settings, objective, sigreg, stream, device, choose_precision, autocast, torch, ddp, dist):
-    """Measure on a copy of the model with the RNG state saved and restored, so training is unaffected."""
-    from lewm_ros.model.precision import check_precision
-
-    if settings.precision != "auto":
-        try:
-            check_precision(device, settings.precision)
-        except ValueError as err:
-            raise TrainError(str(err)) from err
-        return settings.precision, {}
-    rng = torch.get_rng_state()
-    probe = copy.deepcopy(objective)
-    frames, blocks = _sample_batch(stream, device, torch)
-
-    def workload(precision: str) -> None:
-        probe.zero_grad(set_to_none=True)
-        _train_step_workload(probe, sigreg, frames, blocks, device, precision, autocast, settings)
-
-    chosen, timings = choose_precision(device, "auto", workload, repeats=2)
-    torch.set_rng_state(rng)
-    if ddp.active:
-        shared = [chosen]
-        dist.broadcast_object_list(shared, src=0)
-        chosen = shared[0]
-    return chosen, timings
-
-
-def _measure_step_seconds(objective, sigreg, stream, device, precision, autocast, torch, settings) -> float:
-    rng = torch.get_rng_state()
-    probe = copy.deepcopy(objective)
-    optimizer = torch.optim.AdamW(probe.parameters(), lr=0.0)
-    frames, blocks = _sample_batch(stream, device, torch)
-    times = []
-    for _ in range(4):
-        started = time.perf_counter()
-        optimizer.zero_grad(set_to_none=True)
-        _train_step_workload(probe, sigreg, frames, blocks, device, precision, autocast, settings)
-        optimizer.step()
-        times.append(time.perf_counter() - started)
-    torch.set_rng_state(rng)
-    return float(sorted(times[1:])[len(times[1:]) // 2])
-
-
-def export_run_bundle(out: Path, model: Any, cfg: Any, action_mean: Any, action_std: Any, data_summary: dict,
-                      last_eval: dict, training: dict, save_bundle: Any, bundle_dir: Path | None = None) -> Path:  # fmt: skip
-    """Write the run's bundle: weights + TorchScript + model.json with the training data, the validation loss
-    and the surprise calibration (percentiles of the one-step latent prediction error on validation data)."""
-    bundle_dir = bundle_dir or out / "bundle"
-    extra = {
-        "training": {**training, "data": data_summary, "val_pred_loss": last_eval.get("pred"),
-                     "val_sigreg": last_eval.get("sigreg"), "latent_health": last_eval.get("health")},
-        "surprise": {
-            "metric": "squared L2 distance between the predicted and the encoded latent of the newest frame",
-            "percentiles": last_eval.get("surprise"), "windows": last_eval.get("windows"),
-        },
-    }  # fmt: skip
-    tmp = bundle_dir.with_name(bundle_dir.name + ".partial")
-    if tmp.exists():
-        import shutil
-
-        shutil.rmtree(tmp)
-    save_bundle(model, tmp, action_mean, action_std, extra=extra)
-    if bundle_dir.exists():
-        import shutil
-
-        shutil.rmtree(bundle_dir)
-    tmp.replace(bundle_dir)
-    return bundle_dir
+    return run_training(args)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -26,8 +26,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     imp.add_argument("--action-std", type=float, nargs="+", help="per-dimension action std (default 1)")
     imp.set_defaults(run=import_reference_cmd)
 
-    exp = subparsers.add_parser("export", help="add ONNX and/or torch.export encoder files to a bundle")
-    exp.add_argument("bundle", type=Path)
+    exp = subparsers.add_parser(
+        "export", help="bundle from a training run (--out), and/or add ONNX / torch.export encoder files"
+    )
+    exp.add_argument("bundle", type=Path, help="bundle directory, or a training run directory with --out")
+    exp.add_argument("--out", type=Path, help="write the run's checkpoint as a bundle here")
     exp.add_argument("--onnx", action="store_true", help="write encoder.onnx (opset 18)")
     exp.add_argument("--pt2", action="store_true", help="write encoder.pt2 (torch.export)")
     exp.set_defaults(run=export_cmd)
@@ -102,11 +105,24 @@ def import_reference_cmd(args: argparse.Namespace) -> int:
 def export_cmd(args: argparse.Namespace) -> int:
     from lewm_ros.model.bundle import BundleError, export_encoder_onnx, export_encoder_pt2, load_bundle
 
-    if not (args.onnx or args.pt2):
-        print("error: choose at least one of --onnx, --pt2", file=sys.stderr)
+    target = args.bundle
+    if args.out is not None:
+        from lewm_ros.training.checkpoint import CheckpointError
+        from lewm_ros.training.export import export_checkpoint
+
+        try:
+            target = export_checkpoint(args.bundle, args.out)
+        except (CheckpointError, BundleError, ValueError) as err:
+            print(f"error: {err}", file=sys.stderr)
+            return 2
+        print(f"wrote bundle {target} from {args.bundle}")
+    elif not (args.onnx or args.pt2):
+        print("error: choose --out (export a training run) and/or --onnx, --pt2", file=sys.stderr)
         return 2
+    if not (args.onnx or args.pt2):
+        return 0
     try:
-        bundle = load_bundle(args.bundle)
+        bundle = load_bundle(target)
     except BundleError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

@@ -269,6 +269,26 @@ class LatentPlanner:
             converged=converged, costs=trace,
         )  # fmt: skip
 
+    def choose_precision(self, context: Any, past_blocks: Any, goal: Any) -> tuple[str, dict[str, float]]:
+        """precision 'auto': time one iteration's scoring under fp32 and bf16 on this device and keep the faster
+        (CUDA: bf16/fp16 without measuring). Returns the choice and the ms measured; the planner is rebuilt
+        with it by the caller via `with_config(precision=...)`."""
+        from lewm_ros.model.precision import choose_precision
+
+        ctx, past, g = self._check_inputs(context, past_blocks, goal)
+        candidates = torch.randn(self.config.samples, self.config.horizon, self.block_dim, device=self.device)
+        scorer = _Scorer(self, ctx, past, g)
+        original = self.config
+
+        def workload(precision: str) -> None:
+            self.config = replace(original, precision=precision)
+            scorer.costs(candidates)
+
+        try:
+            return choose_precision(self.device, "auto", workload, repeats=2)
+        finally:
+            self.config = original
+
     def warmup(self, context: Tensor | np.ndarray, past_blocks: Any, goal: Tensor | np.ndarray) -> None:
         """One untimed plan (compilation, allocator, the iteration-time estimate); the warm start is cleared."""
         saved = self.generator.get_state()

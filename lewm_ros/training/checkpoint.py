@@ -37,6 +37,8 @@ def save_checkpoint(run_dir: Path, state: dict[str, Any]) -> Path:
         if tmp.exists():
             tmp.unlink()
     _fsync_dir(run_dir)
+    for stale in run_dir.glob(f".{CHECKPOINT_FILE}.*.tmp"):  # left by a process killed mid-write
+        stale.unlink(missing_ok=True)
     return target
 
 

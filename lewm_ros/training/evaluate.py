@@ -49,6 +49,6 @@ def evaluate_windows(
         "sigreg": float(np.mean(sig_values)) if sig_values else float("nan"),
         "health": asdict(health),
         "surprise": surprise_percentiles(np.concatenate(surprise)),
-        "windows": int(len(windows)),
+        "windows": len(windows),
         "collapse_warning": health.collapse_warning(),
     }

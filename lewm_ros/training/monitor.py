@@ -20,6 +20,7 @@ from lewm_ros.model.sigreg import SIGReg
 
 MIN_MEAN_STD = 0.1  # mean per-dimension std below this: the latents have shrunk towards a point
 MIN_RANK_FRACTION = 0.05  # effective rank below this fraction of the latent dim: a few directions carry all
+MIN_RANK = 1.5  # ... and below this at any latent dim: one line (rank 1) is a collapse even when dim <= 20
 SURPRISE_PERCENTILES = (50.0, 90.0, 99.0, 99.9)
 METRIC_FIELDS = (
     "step", "epoch", "kind", "loss", "pred", "sigreg", "lr", "samples_per_s", "mean_std", "eff_rank",
@@ -53,9 +54,11 @@ class LatentHealth:
         problems = []
         if not np.isfinite(self.mean_std) or self.mean_std < MIN_MEAN_STD:
             problems.append(f"mean per-dimension std {self.mean_std:.4g} < {MIN_MEAN_STD}")
-        if self.eff_rank < max(1.0, MIN_RANK_FRACTION * self.latent_dim):
+        min_rank = max(MIN_RANK, MIN_RANK_FRACTION * self.latent_dim)
+        if self.eff_rank < min_rank:
             problems.append(
-                f"effective rank {self.eff_rank:.2f} < {MIN_RANK_FRACTION:.0%} of latent dim {self.latent_dim}"
+                f"effective rank {self.eff_rank:.2f} < {min_rank:.3g} ({MIN_RANK_FRACTION:.0%} of latent dim "
+                f"{self.latent_dim}, at least {MIN_RANK})"
             )
         if not problems:
             return None
@@ -93,11 +96,15 @@ class MetricsLog:
     def __init__(self, path: Path) -> None:
         self.path = path
 
-    def truncate_after(self, step: int) -> None:
-        """On resume: drop rows logged after the checkpoint we continue from (they will be redone)."""
+    def truncate_after(self, step: int, keep_val: bool = True) -> None:
+        """On resume: drop rows logged after the checkpoint we continue from (they will be redone), and with
+        keep_val=False a validation row at its step too (the checkpoint preceded that evaluation)."""
         if not self.path.is_file():
             return
-        rows = [r for r in self.rows() if int(r["step"]) <= step]
+        rows = [
+            r for r in self.rows()
+            if int(r["step"]) < step or (int(r["step"]) == step and (keep_val or r["kind"] != "val"))
+        ]  # fmt: skip
         self._write_all(rows)
 
     def append(self, row: dict[str, Any]) -> None:
