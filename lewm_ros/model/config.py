@@ -135,6 +135,18 @@ def reach64_config() -> LeWMConfig:
     )
 
 
+def reach64_small_config() -> LeWMConfig:
+    """The 1.05M alternative to `reach64` from bench/reach64_sizing.py (width 96, 3+3 layers, 0.6x the step
+    cost): more optimiser steps in the same wall-clock budget on slow CPUs."""
+    return LeWMConfig(
+        latent_dim=96,
+        projector_hidden=384,
+        encoder=EncoderConfig(image_size=64, patch_size=8, width=96, layers=3, heads=3, mlp_dim=384),
+        predictor=PredictorConfig(layers=3, heads=4, dim_head=24, mlp_dim=384, dropout=0.0, history=3),
+        action=ActionConfig(action_dim=2, frameskip=5),
+    )
+
+
 def tiny_config() -> LeWMConfig:
     """A ~0.1M model for tests and smoke runs of the pipeline (64x64, same structure); it does not plan well."""
     return LeWMConfig(
@@ -146,7 +158,9 @@ def tiny_config() -> LeWMConfig:
     )
 
 
-PRESETS = {"paper": paper_config, "reach64": reach64_config, "tiny": tiny_config}
+PRESETS = {
+    "paper": paper_config, "reach64": reach64_config, "reach64-small": reach64_small_config, "tiny": tiny_config,
+}
 
 
 def preset(name: str) -> LeWMConfig:

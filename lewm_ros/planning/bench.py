@@ -23,9 +23,9 @@ weights at the bundle's sizes (the work per plan does not depend on the values).
 
 FLOPs: counted with torch.utils.flop_counter.FlopCounterMode (matmuls, linears, convolutions and attention,
 plus our registration of the CPU attention kernels the counter lacks; element-wise ops, norms, softmax and
-sampling are not counted): ours over one whole untimed plan (exact for every planner, incl. iCEM's shrinking
-sample counts and the gradient planner's backward passes), the reference over one 1-iteration solve x
-iterations (its CEM does the same work every iteration).
+sampling are not counted), over one untimed 1-iteration plan/solve x iterations (CEM, MPPI and the gradient
+planner, backward passes included, do the same work every iteration); for iCEM over one whole plan, since its
+sample count shrinks from iteration to iteration.
 
 Peak: CPUs torch computes on x "cpu MHz" from /proc/cpuinfo x fp32 FLOP/cycle/core from the ISA flags
 (AVX-512: 64 = 2 FMA units x 16 lanes x 2; AVX2+FMA: 32; AVX: 16; SSE2: 8; ARM ASIMD: 16). A rough ceiling:
@@ -58,8 +58,8 @@ ADALN_STD = 0.02
 FLOPS_METHOD = (
     "torch.utils.flop_counter.FlopCounterMode: matmul/linear/conv/attention FLOPs (2 per multiply-add; "
     "attention counted without its causal mask, CPU attention kernels registered here); element-wise ops, "
-    "norms, softmax and sampling not counted. Ours: one whole untimed plan; reference: one 1-iteration "
-    "solve x iterations."
+    "norms, softmax and sampling not counted. Ours: one untimed 1-iteration plan x iterations (icem: one whole "
+    "plan, its sample count shrinks); reference: one 1-iteration solve x iterations."
 )
 PEAK_ASSUMPTION = (
     "peak fp32 = cores x GHz x FLOP/cycle/core; cores = min(CPUs available, torch threads); GHz = the highest "
@@ -172,15 +172,23 @@ def _planner_bench(args: argparse.Namespace) -> dict[str, Any]:
          f"Tc {n_ctx}, {precision}" + (f", compile {args.compile}" if args.compile else ""))
 
     ours = _time_ours(make_planner(config), problem, args.repeats, args.seed)
+    # FLOPs and candidates of an untimed, uncompiled plan: one iteration scaled up (cem, mppi and grad repeat the
+    # same work every iteration), or the whole plan for icem (its sample count shrinks from one to the next)
+    counted = args.iterations if args.planner == "icem" else 1
     counting = _CountingDynamics(model)
     with _flop_counter() as counter:
-        make_planner(replace(config, compile=None), counting).plan(problem.context, problem.past_raw, problem.goal)
-    ours_flops = int(counter.get_total_flops())
+        make_planner(replace(config, compile=None, iterations=counted), counting).plan(
+            problem.context, problem.past_raw, problem.goal
+        )
+    scale = ours["iterations"] / counted
+    ours_flops = counter.get_total_flops() * scale
+    candidates = round(counting.candidates * scale)
     peak = peak_fp32_gflops(device, torch.get_num_threads())
     seconds = ours["ms_per_plan"] / 1000.0
     ours.update(
-        candidate_rollouts_per_plan=counting.candidates,
-        rollouts_per_s=counting.candidates / seconds,
+        flops_counted_iterations=counted,
+        candidate_rollouts_per_plan=candidates,
+        rollouts_per_s=candidates / seconds,
         gflop_per_plan=ours_flops / 1e9,
         gflop_per_iteration=ours_flops / 1e9 / ours["iterations"],
         gflops_achieved=ours_flops / 1e9 / seconds,
