@@ -28,7 +28,7 @@ COMPARED_SETTINGS = (
     "data", "preset", "init", "batch_size", "lr", "weight_decay", "sigreg_weight", "sigreg_directions",
     "warmup_fraction", "grad_clip", "epochs", "minutes", "seed", "val_fraction", "precision", "world_size",
 )  # fmt: skip
-EXIT_BAD_INPUT, EXIT_NONFINITE, EXIT_SIGINT, EXIT_SIGTERM = 2, 3, 130, 143
+EXIT_BAD_INPUT, EXIT_NONFINITE, EXIT_EXPORT_FAILED, EXIT_SIGINT, EXIT_SIGTERM = 2, 3, 4, 130, 143
 
 
 class TrainError(RuntimeError):

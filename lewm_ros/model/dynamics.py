@@ -63,12 +63,13 @@ class LatentDynamics(nn.Module):
         whenever the window slides and cannot be carried from one step to the next; what can be shared
         is every token whose latent and action are the same for all candidates. Those run once per step
         at batch B and hand their per-layer keys/values to the candidates' tokens; and the last layer
-        computes only the newest token, the one whose output is used.
+        computes only the newest token, the one whose output is used. The action modulation (AdaLN) of each
+        candidate block is computed once, not at every step the block appears in.
         """
         batch, n_ctx, dim = context.shape[0], context.shape[1], context.shape[2]
         samples, horizon = candidates.shape[1], candidates.shape[2]
         past_emb = self.action_embedder(past_actions)
-        cand_emb = self.action_embedder(candidates)
+        cand_mods = self.predictor.modulations(self.action_embedder(candidates))  # per layer (B, S, H, 6D)
         ctx = context.unsqueeze(1).expand(batch, samples, n_ctx, dim)
         preds: list[Tensor] = []
         for step in range(horizon):
@@ -84,13 +85,14 @@ class LatentDynamics(nn.Module):
                 past_k = [_repeat_per_sample(k, samples) for k in keys]
                 past_v = [_repeat_per_sample(v, samples) for v in values]
             latents: list[Tensor] = []
-            conds: list[Tensor] = []
             for frame in range(start + n_shared, total):
                 latents.append(ctx[:, :, frame] if frame < n_ctx else preds[frame - n_ctx])
-                conds.append(cand_emb[:, :, frame - (n_ctx - 1)])
-            x = torch.stack(latents, dim=2).reshape(batch * samples, len(latents), dim)
-            c = torch.stack(conds, dim=2).reshape(batch * samples, len(conds), dim)
-            out, _, _ = self.predictor.run(x, c, n_shared, past_k, past_v, True)
+            tokens = len(latents)
+            x = torch.stack(latents, dim=2).reshape(batch * samples, tokens, dim)
+            # the candidate tokens pair with candidate blocks first..first+tokens-1, contiguous in the horizon
+            first = start + n_shared - (n_ctx - 1)
+            mods = [m[:, :, first : first + tokens].reshape(batch * samples, tokens, m.shape[-1]) for m in cand_mods]
+            out, _, _ = self.predictor.run(x, x, n_shared, past_k, past_v, True, mods)
             preds.append(self.pred_projector(out[:, -1]).reshape(batch, samples, dim))
         return torch.stack(preds, dim=2)
 

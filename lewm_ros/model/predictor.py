@@ -102,11 +102,21 @@ class ConditionalBlock(nn.Module):
         nn.init.zeros_(self.modulation.weight)
         nn.init.zeros_(self.modulation.bias)
 
+    def modulate(self, cond: Tensor) -> Tensor:
+        """The action's shift/scale/gate values (..., 6*dim); depends on the action only, so a rollout computes
+        it once per candidate block and reuses it at every step the block appears in."""
+        return self.modulation(F.silu(cond))
+
     def forward(
         self, x: Tensor, cond: Tensor, past_k: Tensor | None, past_v: Tensor | None, last_only: bool = False
     ) -> tuple[Tensor, Tensor, Tensor]:
+        return self.forward_modulated(x, self.modulate(cond), past_k, past_v, last_only)
+
+    def forward_modulated(
+        self, x: Tensor, mod: Tensor, past_k: Tensor | None, past_v: Tensor | None, last_only: bool = False
+    ) -> tuple[Tensor, Tensor, Tensor]:
         """`last_only`: return only the newest token's output (keys/values still cover every token)."""
-        shift1, scale1, gate1, shift2, scale2, gate2 = self.modulation(F.silu(cond)).chunk(6, dim=-1)
+        shift1, scale1, gate1, shift2, scale2, gate2 = mod.chunk(6, dim=-1)
         attn, k, v = self.attn(self.norm1(x) * (1 + scale1) + shift1, past_k, past_v, last_only)
         if last_only:
             x, gate1, shift2, scale2, gate2 = x[:, -1:], gate1[:, -1:], shift2[:, -1:], scale2[:, -1:], gate2[:, -1:]
@@ -141,14 +151,19 @@ class Predictor(nn.Module):
         out, _, _ = self.run(latents, cond, 0, [], [])
         return out
 
+    def modulations(self, cond: Tensor) -> list[Tensor]:
+        """Per-layer modulation values of action embeddings (..., dim) -> [(..., 6*dim)] (see `run`)."""
+        return [block.modulate(cond) for block in self.blocks]
+
     def run(
         self, latents: Tensor, cond: Tensor, start: int, past_k: list[Tensor], past_v: list[Tensor],
-        last_only: bool = False,
+        last_only: bool = False, mods: list[Tensor] | None = None,
     ) -> tuple[Tensor, list[Tensor], list[Tensor]]:
         """Run tokens at window positions start..start+T-1 after an optional per-layer key/value prefix.
 
         Returns the normalised outputs and the new tokens' keys/values per layer. `last_only`: the last
-        layer computes only the newest token (B, 1, dim), which is all a rollout step uses.
+        layer computes only the newest token (B, 1, dim), which is all a rollout step uses. `mods`: the
+        tokens' per-layer modulation values, precomputed with `modulations` (then `cond` is not used).
         """
         tokens = latents.shape[1]
         if start + tokens > self.history:
@@ -161,7 +176,8 @@ class Predictor(nn.Module):
         for i, block in enumerate(self.blocks):
             pk: Tensor | None = past_k[i] if use_past else None
             pv: Tensor | None = past_v[i] if use_past else None
-            x, k, v = block(x, cond, pk, pv, last_only and i == last)
+            mod = block.modulate(cond) if mods is None else mods[i]
+            x, k, v = block.forward_modulated(x, mod, pk, pv, last_only and i == last)
             keys.append(k)
             values.append(v)
         return self.norm(x), keys, values

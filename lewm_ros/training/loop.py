@@ -38,6 +38,7 @@ from lewm_ros.model.precision import autocast, check_precision, choose_precision
 from lewm_ros.model.sigreg import SIGReg
 from lewm_ros.train import (
     BUDGET_RESERVE,
+    EXIT_EXPORT_FAILED,
     EXIT_NONFINITE,
     EXIT_SIGINT,
     EXIT_SIGTERM,
@@ -451,11 +452,18 @@ def _run(args, settings, ddp, device, info, cfg, spec, train_eps, val_eps, actio
     if reason == "nonfinite":
         return exit_code
     if ddp.main:
-        bundle_dir = write_run_bundle(out / "bundle", model, action_mean, action_std, data_summary, last_eval, {
-            "steps": step, "epochs": step / batches_per_epoch, "precision": precision, "device": str(device),
-            "machine": machine, "world_size": ddp.world, "seconds": elapsed_before + time.monotonic() - started,
-            "settings": settings.compared(),
-        })  # fmt: skip
+        try:
+            bundle_dir = write_run_bundle(out / "bundle", model, action_mean, action_std, data_summary, last_eval, {
+                "steps": step, "epochs": step / batches_per_epoch, "precision": precision, "device": str(device),
+                "machine": machine, "world_size": ddp.world, "seconds": elapsed_before + time.monotonic() - started,
+                "settings": settings.compared(),
+            })  # fmt: skip
+        except Exception as err:  # the trained weights are safe in the checkpoint: say how to export them
+            print(f"error: writing the bundle failed ({type(err).__name__}: {err}); the final checkpoint is saved: "
+                  f"run `lewm-ros export {out} --out {out / 'bundle'}`", file=sys.stderr)  # fmt: skip
+            if ddp.active:
+                dist.barrier()
+            return EXIT_EXPORT_FAILED
         seconds = elapsed_before + time.monotonic() - started
         log(f"done: {step} steps in {seconds / 60:.1f} min ({step * settings.batch_size / max(seconds, 1e-9):.0f} "
             f"windows/s overall); bundle written to {bundle_dir}")  # fmt: skip
