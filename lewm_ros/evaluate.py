@@ -232,6 +232,7 @@ def planner_config(args: argparse.Namespace) -> Any:
         "planner": args.planner, "samples": args.samples, "iterations": args.iterations, "elites": args.elites,
         "horizon": args.horizon, "warm_iterations": args.warm_iterations, "deadline_ms": args.deadline_ms,
         "stop_std": args.stop_std, "precision": args.precision, "seed": args.seed, "warm_start": not args.no_warm_start,
+        "cost_weights": tuple(args.cost_weights) if args.cost_weights else None,
     }  # fmt: skip
     values = {k: (getattr(defaults, k) if v is None else v) for k, v in values.items()}
     if values["precision"] == "auto":
@@ -314,6 +315,7 @@ def add_planner_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--deadline-ms", type=float, help="anytime: stop at this deadline with the best plan so far")
     parser.add_argument("--stop-std", type=float, help="stop early once every std is below this")
     parser.add_argument("--precision", choices=("auto", "fp32", "bf16", "fp16"), help="rollout autocast")
+    parser.add_argument("--cost-weights", type=float, nargs="+", help="weight per horizon block (default: last only)")
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:

@@ -224,9 +224,9 @@ class LatentPlanner:
         started = time.perf_counter()
         cfg = self.config
         context_t, past_t, goal_t = self._check_inputs(context, past_blocks, goal)
-        mean = self._warm_mean.clone() if (cfg.warm_start and self._warm_mean is not None) else torch.zeros(
-            cfg.horizon, self.block_dim, device=self.device)  # fmt: skip
-        iterations = cfg.warm_iterations if (self.warm and cfg.warm_iterations) else cfg.iterations
+        warm = cfg.warm_start and self._warm_mean is not None
+        mean = self._warm_mean.clone() if warm else torch.zeros(cfg.horizon, self.block_dim, device=self.device)
+        iterations = cfg.warm_iterations if (warm and cfg.warm_iterations) else cfg.iterations
         state = SearchState(mean=mean, std=torch.full_like(mean, cfg.init_std))
         scorer = _Scorer(self, context_t, past_t, goal_t)
         best_cost, best_seq = math.inf, mean.clone()

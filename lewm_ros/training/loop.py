@@ -199,7 +199,8 @@ def _run(args, settings, ddp, device, info, cfg, spec, train_eps, val_eps, actio
         val_block = EpisodeBlock(info, _fit_budget(val_eps, info, int(args.max_ram_gb * 2**30)), spec, action_mean,
                                  action_std)  # fmt: skip
         rng = np.random.default_rng(settings.seed + 1)
-        val_windows = np.sort(rng.choice(len(val_block), min(args.max_val_windows, len(val_block)), replace=False))
+        # a seeded random subset in random order: each SIGReg chunk mixes episodes, as a training batch does
+        val_windows = rng.choice(len(val_block), min(args.max_val_windows, len(val_block)), replace=False)
 
     # ---- precision: measured once on a fresh run (on a copy, RNG untouched), kept on resume
     if saved_state is not None:
