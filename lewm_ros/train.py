@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 DEFAULT_EPOCHS = 10
+DEFAULT_PRESET = "reach64-small"  # the CPU preset, chosen by closed-loop success (docs/training.md)
 DEFAULT_LR = {"paper": 5e-5}  # the paper's; the small CPU presets learn faster at 1e-3 (bench/reach64_sizing.py)
 FALLBACK_LR = 1e-3
 DEFAULT_SIGREG_WEIGHT = 0.1
@@ -40,7 +41,9 @@ class TrainError(RuntimeError):
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--data", action="append", type=Path, help="HDF5 episode file (repeat for several)")
-    parser.add_argument("--preset", help="model preset (reach64: CPU, paper: GPU); default reach64 or --init's")
+    parser.add_argument(
+        "--preset", help=f"model preset (CPU: {DEFAULT_PRESET} or reach64, GPU: paper); default {DEFAULT_PRESET}"
+    )
     parser.add_argument("--out", type=Path, required=True, help="run directory (new or empty, or --resume)")
     budget = parser.add_mutually_exclusive_group()
     budget.add_argument("--epochs", type=int, help=f"passes over the training windows (default {DEFAULT_EPOCHS})")
@@ -146,7 +149,7 @@ def resolve_settings(args: argparse.Namespace, world: int, saved: dict[str, Any]
         raise TrainError("--data FILE.h5 is required (repeat it for several files)")
     preset = given["preset"]
     if preset is None and given["init"] is None:
-        preset = "reach64"
+        preset = DEFAULT_PRESET
     epochs = given["epochs"]
     if epochs is None and given["minutes"] is None:
         epochs = DEFAULT_EPOCHS

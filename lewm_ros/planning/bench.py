@@ -53,7 +53,7 @@ from pathlib import Path
 from typing import Any
 
 PLANNER_CHOICES = ("cem", "icem", "mppi", "grad")
-PRESET_CHOICES = ("paper", "reach64", "tiny")
+PRESET_CHOICES = ("paper", "reach64", "reach64-small", "tiny")
 ADALN_STD = 0.02
 FLOPS_METHOD = (
     "torch.utils.flop_counter.FlopCounterMode: matmul/linear/conv/attention FLOPs (2 per multiply-add; "
