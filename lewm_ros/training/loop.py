@@ -369,6 +369,10 @@ def _run(args, settings, ddp, device, info, cfg, spec, train_eps, val_eps, actio
                 sig_loss = sigreg_loss(sigreg, z)
                 loss = pred_loss + settings.sigreg_weight * sig_loss
                 finite = bool(torch.isfinite(loss))
+                if ddp.active:  # every rank must agree before backward: DDP's gradient all-reduce needs all of them
+                    bad = torch.tensor([0.0 if finite else 1.0], dtype=torch.float64)
+                    dist.all_reduce(bad)
+                    finite = bad.item() == 0
                 optimizer.zero_grad(set_to_none=True)
                 if finite:
                     scaler.scale(loss).backward()
