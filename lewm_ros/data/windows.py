@@ -280,6 +280,11 @@ class WindowStream:
                 plan.append((int(shard), mine[b * self.batch_size : (b + 1) * self.batch_size]))
         return plan
 
+    def first_batch(self) -> tuple[np.ndarray, np.ndarray]:
+        """The first batch of epoch 0: a real batch for timing and precision measurements."""
+        shard, windows = self.batch_plan(0)[0]
+        return self._block(shard).batch(windows)
+
     def epoch(self, epoch: int, skip: int = 0, workers: int = 0) -> Iterator[tuple[np.ndarray, np.ndarray]]:
         """The batches of `epoch` after the first `skip`; `workers` > 0 assembles batches ahead in threads
         (numpy indexing releases the GIL), keeping the order."""

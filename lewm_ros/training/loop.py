@@ -498,8 +498,7 @@ def _train_step_workload(objective, sigreg, frames, blocks, device, precision, s
 
 
 def _sample_batch(stream, device):
-    shard, windows = stream.batch_plan(0)[0]
-    frames, blocks = stream._block(shard).batch(windows)
+    frames, blocks = stream.first_batch()
     return torch.from_numpy(frames).to(device), torch.from_numpy(blocks).to(device)
 
 
