@@ -631,3 +631,19 @@ def test_evaluation_warns_on_a_collapsed_model_only(validation_block):
     assert collapsed["health"]["mean_std"] == 0 and collapsed["health"]["eff_rank"] == 0
     percentiles = [collapsed["surprise"][k] for k in ("p50", "p90", "p99", "p99.9")]
     assert percentiles == sorted(percentiles)
+
+
+def test_minutes_budget_sets_the_step_count_from_a_measured_step(data, tmp_path):
+    out = tmp_path / "budget"
+    result = train_captured("--data", data.main, "--preset", "tiny", "--out", out, "--minutes", 0.15,
+                            "--batch-size", 16, "--threads", 1, "--precision", "fp32", "--no-progress")  # fmt: skip
+    assert result.code == 0, result.stderr
+    assert "budget 0.15 min: measured" in result.stdout
+    run = json.loads((out / "run.json").read_text())
+    state = load_checkpoint(out)
+    planned = run["total_steps"]
+    assert 1 <= state["step"] == state["total_steps"] <= planned  # the deadline may end it early, never late
+    if state["step"] < planned:  # a slower machine than measured: it stopped at the deadline and said so
+        assert f"budget ran out at step {state['step']} of {planned}" in result.stdout
+    assert state["elapsed_s"] <= 0.15 * 60 + 10  # one step and the final evaluation may run past the deadline
+    assert (out / "bundle" / "model.json").is_file()
