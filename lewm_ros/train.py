@@ -176,6 +176,27 @@ def _default(value: Any, fallback: Any) -> Any:
     return fallback if value is None else value
 
 
+def check_run_flags(args: argparse.Namespace) -> None:
+    """Flags that shape how a run goes rather than what it learns (not compared on --resume)."""
+    problems = []
+    if args.log_every < 1:
+        problems.append(f"--log-every must be >= 1, got {args.log_every}")
+    if args.max_val_windows < 1:
+        problems.append(f"--max-val-windows must be >= 1, got {args.max_val_windows}")
+    if not args.max_ram_gb > 0:
+        problems.append(f"--max-ram-gb must be positive, got {args.max_ram_gb}")
+    if not args.checkpoint_minutes >= 0:
+        problems.append(f"--checkpoint-minutes must be >= 0, got {args.checkpoint_minutes}")
+    if args.workers < 0:
+        problems.append(f"--workers must be >= 0, got {args.workers}")
+    if args.threads is not None and args.threads < 1:
+        problems.append(f"--threads must be >= 1, got {args.threads}")
+    if args.stop_after is not None and args.stop_after < 1:
+        problems.append(f"--stop-after must be >= 1, got {args.stop_after}")
+    if problems:
+        raise TrainError("; ".join(problems))
+
+
 def _check_values(s: Settings) -> None:
     problems = []
     if s.batch_size < 2 or s.batch_size % s.world_size:

@@ -647,3 +647,15 @@ def test_minutes_budget_sets_the_step_count_from_a_measured_step(data, tmp_path)
         assert f"budget ran out at step {state['step']} of {planned}" in result.stdout
     assert state["elapsed_s"] <= 0.15 * 60 + 10  # one step and the final evaluation may run past the deadline
     assert (out / "bundle" / "model.json").is_file()
+
+
+@pytest.mark.parametrize(
+    "flag, value",
+    [("--log-every", 0), ("--max-val-windows", 0), ("--max-ram-gb", -1), ("--checkpoint-minutes", -1),
+     ("--workers", -2), ("--threads", -1), ("--stop-after", 0)],
+)  # fmt: skip
+def test_absurd_run_flags_are_refused_before_any_work(data, tmp_path, flag, value):
+    out = tmp_path / "absurd"
+    result = train_captured("--data", data.main, "--preset", "tiny", "--out", out, flag, value)
+    assert result.code == 2 and flag in result.stderr
+    assert not out.exists()

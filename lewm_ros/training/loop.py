@@ -44,6 +44,7 @@ from lewm_ros.train import (
     EXIT_SIGTERM,
     Settings,
     TrainError,
+    check_run_flags,
     dist_from_env,
     learning_rate,
     prepare_out_dir,
@@ -58,6 +59,7 @@ from lewm_ros.training.objective import Objective, prediction_loss, sigreg_loss
 
 def run_training(args: argparse.Namespace) -> int:
     """Checks everything that can be checked before any work or file is written, then trains."""
+    check_run_flags(args)
     ddp = dist_from_env()
     out: Path = args.out
     saved_state: dict[str, Any] | None = None
