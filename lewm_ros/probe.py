@@ -90,6 +90,9 @@ def run_probe(args: argparse.Namespace) -> int:
     from lewm_ros.data.episodes import DatasetError
     from lewm_ros.model.bundle import BundleError
 
+    if not 0 < args.held_out < 1 or args.max_frames < 2:
+        print("error: --held-out must be in (0, 1) and --max-frames >= 2", file=sys.stderr)
+        return 2
     try:
         result = probe(args.bundle, args.data, args.held_out, args.max_frames, args.seed, args.device)
     except (BundleError, DatasetError, ValueError) as err:

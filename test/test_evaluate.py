@@ -132,3 +132,7 @@ def test_export_cli_rejects_a_directory_without_checkpoint(tmp_path, capsys):
     assert cli_main(["export", str(tmp_path), "--out", str(tmp_path / "b")]) == 2
     assert "checkpoint" in capsys.readouterr().err
 
+
+def test_probe_refuses_absurd_flags(tiny_bundle, episodes, capsys):
+    assert cli_main(["probe", str(tiny_bundle), "--data", str(episodes), "--held-out", "-1"]) == 2
+    assert "--held-out" in capsys.readouterr().err
