@@ -28,6 +28,7 @@ setup(
         *share_files("launch"),
         *share_files("config"),
         *share_files("sim"),
+        *share_files("models"),
     ],
     install_requires=["setuptools"],
     zip_safe=True,
@@ -37,5 +38,5 @@ setup(
     license="MIT",
     python_requires=">=3.10",
     tests_require=["pytest"],
-    entry_points={"console_scripts": ["lewm-ros = lewm_ros.cli:main"]},
+    entry_points={"console_scripts": ["lewm-ros = lewm_ros.cli:main", "lewm_agent = lewm_ros.ros.agent_node:main"]},
 )

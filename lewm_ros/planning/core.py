@@ -238,6 +238,10 @@ class LatentPlanner:
             if deadline is not None:
                 estimate = (self.iteration_ms or 0.0) / 1000.0
                 if elapsed + estimate > deadline or (it > 0 and elapsed >= deadline):
+                    if it == 0 and self.iteration_ms is not None:
+                        # Skipped on the estimate alone: let it decay, so one slow iteration (a cold start,
+                        # a page fault) cannot block every later plan without ever being re-measured.
+                        self.iteration_ms *= 0.5
                     partial = True
                     break
             iter_started = time.perf_counter()
@@ -290,9 +294,17 @@ class LatentPlanner:
             self.config = original
 
     def warmup(self, context: Tensor | np.ndarray, past_blocks: Any, goal: Tensor | np.ndarray) -> None:
-        """One untimed plan (compilation, allocator, the iteration-time estimate); the warm start is cleared."""
+        """Untimed plans (compilation, allocator), then the iteration-time estimate from a steady second plan;
+        the warm start is cleared and the random stream left as it was."""
         saved = self.generator.get_state()
-        self.plan(context, past_blocks, goal)
+        original = self.config
+        self.config = replace(original, deadline_ms=None)
+        try:
+            self.plan(context, past_blocks, goal)
+            self.iteration_ms = None  # the first iterations pay one-off costs: measure again
+            self.plan(context, past_blocks, goal)
+        finally:
+            self.config = original
         self.generator.set_state(saved)
         self._warm_mean = None
 

@@ -1,0 +1,730 @@
+"""`lewm_agent`: the lifecycle node that sees, plans and commands.
+
+configure  load and check the bundle (TorchScript encoder + eager predictor for the planner) on the chosen
+           device, create publishers, subscriptions and services; any problem -> FAILURE, node unconfigured
+activate   start the control timer (steady clock)
+deactivate / cleanup / shutdown   send the safe command, stop the timer
+
+Threading (MultiThreadedExecutor): the camera, goal and joint-state callbacks only decode and store the newest
+message (their own callback group), so frames never queue behind planning; the control tick (its own group)
+encodes, plans and publishes; diagnostics and the debug image run in a third group. `_lock` serialises the
+tick with lifecycle transitions and services, so no command can follow a deactivation.
+
+Safety (DESIGN.md): every tick while active publishes exactly one command: the plan's action (scaled,
+clamped, finite) or the safe command when anything is wrong (see `_stop_reason`). Watchdogs use the steady
+clock, because the ROS clock stops under use_sim_time when /clock does.
+"""
+
+from __future__ import annotations
+
+import math
+import sys
+import threading
+import time
+from collections import Counter, deque
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import rclpy
+from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
+from rcl_interfaces.msg import (
+    FloatingPointRange,
+    IntegerRange,
+    ParameterDescriptor,
+    SetParametersResult,
+)
+from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
+from rclpy.clock import Clock, ClockType
+from rclpy.exceptions import ParameterException, ParameterUninitializedException
+from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
+from rclpy.lifecycle import LifecycleState, TransitionCallbackReturn
+from rclpy.lifecycle import Node as LifecycleNode
+from rclpy.parameter import Parameter
+from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
+from rclpy.time import Time
+from sensor_msgs.msg import CompressedImage, Image, JointState
+from std_msgs.msg import Float32, Float64MultiArray
+from std_srvs.srv import SetBool, Trigger
+from trajectory_msgs.msg import JointTrajectory
+
+from lewm_ros.control.command import CommandShaper, UnsafeCommandError
+from lewm_ros.control.settings import PARAMETERS, AgentSettings, Param, SettingsError, build_settings, check_value
+from lewm_ros.control.surprise import SurpriseMonitor, threshold_from_bundle
+from lewm_ros.data.frames import FrameSizeError, fit_frame
+from lewm_ros.ros import image_codec
+from lewm_ros.ros.commands import array_command, trajectory_command
+
+NODE_NAME = "lewm_agent"
+GOAL_QOS = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.TRANSIENT_LOCAL)
+STATE_QOS = QoSProfile(depth=10)
+_TYPES = {bool: Parameter.Type.BOOL, int: Parameter.Type.INTEGER, float: Parameter.Type.DOUBLE,
+          str: Parameter.Type.STRING}  # fmt: skip
+_LIST_TYPES = {str: Parameter.Type.STRING_ARRAY, float: Parameter.Type.DOUBLE_ARRAY}
+
+
+@dataclass
+class Frame:
+    pixels: np.ndarray  # (S, S, 3) uint8, the model's input size, owned (not a view of a message)
+    received: float  # time.monotonic() at arrival
+    sequence: int
+
+
+@dataclass
+class AgentStats:
+    """Counters and recent timings, read by diagnostics; written by callbacks (ints and deques: GIL-safe)."""
+
+    frames: int = 0
+    invalid_in_row: int = 0
+    commands: int = 0
+    safe_commands: int = 0
+    plans: int = 0
+    partial_plans: int = 0
+    overruns: int = 0
+    errors: int = 0
+    goals: int = 0
+    last_cost: float = math.nan
+    last_command: float = math.nan  # monotonic time of the last command
+
+    def __post_init__(self) -> None:
+        self.dropped: Counter[str] = Counter()
+        self.stops: Counter[str] = Counter()
+        self.plan_ms: deque[float] = deque(maxlen=200)
+        self.latency_ms: deque[float] = deque(maxlen=200)
+        self.tick_times: deque[float] = deque(maxlen=100)
+
+
+def _descriptor(param: Param) -> ParameterDescriptor:
+    text = param.description + (f" ({'|'.join(param.choices)})" if param.choices else "")
+    descriptor = ParameterDescriptor(description=text, read_only=not param.live)
+    if param.kind is float and param.low is not None:
+        descriptor.floating_point_range = [FloatingPointRange(from_value=float(param.low), to_value=float(param.high))]
+    elif param.kind is int and param.low is not None:
+        descriptor.integer_range = [IntegerRange(from_value=int(param.low), to_value=int(param.high), step=1)]
+    if param.choices:
+        descriptor.additional_constraints = "one of: " + ", ".join(param.choices)
+    return descriptor
+
+
+def _percentile(values: Any, q: float) -> float:
+    return float(np.percentile(np.fromiter(values, float), q)) if len(values) else math.nan
+
+
+class LewmAgent(LifecycleNode):
+    """Camera frames in, joint commands out, through a LeWM bundle and a latent planner."""
+
+    def __init__(self, **node_kwargs: Any) -> None:
+        super().__init__(NODE_NAME, **node_kwargs)
+        self._declare_errors: dict[str, str] = {}
+        for param in PARAMETERS:
+            self._declare(param)
+        self.add_on_set_parameters_callback(self._on_set_parameters)
+        self._lock = threading.RLock()
+        self._steady = Clock(clock_type=ClockType.STEADY_TIME)
+        self._active = False
+        self._enabled = True
+        self._entities: list[tuple[str, Any]] = []
+        self._control_timer = None
+        self._clear_runtime()
+
+    # ---- parameters ------------------------------------------------------------------------------------
+
+    def _declare(self, param: Param) -> None:
+        descriptor = _descriptor(param)
+        kind = _LIST_TYPES[param.items] if param.kind is list else _TYPES[param.kind]
+        value = kind if param.default is None else param.default
+        try:
+            self.declare_parameter(param.name, value, descriptor)
+        except ParameterException as err:
+            # A bad override (wrong type, out of range) must not kill the node: record it, fail configure.
+            self._declare_errors[param.name] = f"parameter {param.name}: {err}"
+            self.declare_parameter(param.name, value, descriptor, ignore_override=True)
+
+    def _parameter_values(self) -> dict[str, Any]:
+        values = {}
+        for param in PARAMETERS:
+            try:
+                values[param.name] = self.get_parameter(param.name).value
+            except ParameterUninitializedException:
+                values[param.name] = None
+        return values
+
+    def _on_set_parameters(self, changes: list[Parameter]) -> SetParametersResult:
+        """Live parameters are validated here; the rest are read-only (their descriptors say so)."""
+        by_name = {p.name: p for p in PARAMETERS}
+        updates = {}
+        for change in changes:
+            param = by_name.get(change.name)
+            if param is None:
+                continue
+            try:
+                updates[change.name] = check_value(param, change.value)
+            except SettingsError as err:
+                return SetParametersResult(successful=False, reason=str(err))
+        with self._lock:
+            if self.settings is not None and updates:
+                self.settings = replace(self.settings, **updates)
+                self._update_surprise_threshold()
+        return SetParametersResult(successful=True)
+
+    # ---- lifecycle -------------------------------------------------------------------------------------
+
+    def on_configure(self, state: LifecycleState) -> TransitionCallbackReturn:
+        started = time.perf_counter()
+        try:
+            self._configure()
+        except Exception as err:  # any failure must leave the node alive and unconfigured
+            self.get_logger().error(f"configure failed: {err}")
+            self._teardown()
+            return TransitionCallbackReturn.FAILURE
+        s = self.settings
+        self.get_logger().info(
+            f"configured in {time.perf_counter() - started:.1f} s: bundle {self.bundle_path} on {self.device} "
+            f"({s.planner} {s.samples}x{s.iterations}, horizon {s.horizon}, replan every {s.receding_horizon} "
+            f"block(s), {s.control_rate_hz:g} Hz, commands {s.command_type} on {s.command_topic})"
+        )
+        return TransitionCallbackReturn.SUCCESS
+
+    def on_activate(self, state: LifecycleState) -> TransitionCallbackReturn:
+        with self._lock:
+            self.mpc.reset()
+            self.surprise.clear()
+            self._active = True
+            self._stopped = None
+            self._control_timer = self.create_timer(
+                self.settings.control_period, self._tick, callback_group=self._control_group, clock=self._steady
+            )
+        self.get_logger().info("active: controlling")
+        return TransitionCallbackReturn.SUCCESS
+
+    def on_deactivate(self, state: LifecycleState) -> TransitionCallbackReturn:
+        self._halt("deactivated")
+        return TransitionCallbackReturn.SUCCESS
+
+    def on_cleanup(self, state: LifecycleState) -> TransitionCallbackReturn:
+        self._halt("cleanup")
+        self._teardown()
+        return TransitionCallbackReturn.SUCCESS
+
+    def on_shutdown(self, state: LifecycleState) -> TransitionCallbackReturn:
+        self._halt("shutdown")
+        self._teardown()
+        return TransitionCallbackReturn.SUCCESS
+
+    def on_error(self, state: LifecycleState) -> TransitionCallbackReturn:
+        self._halt("error")
+        self._teardown()
+        return TransitionCallbackReturn.SUCCESS
+
+    def _halt(self, why: str) -> None:
+        """Stop the control timer and send the safe command once (a forward controller keeps the last one)."""
+        with self._lock:
+            was_active = self._active
+            self._active = False
+            if self._control_timer is not None:
+                self.destroy_timer(self._control_timer)
+                self._control_timer = None
+            if self.command_pub is not None:
+                self._publish_safe()
+            if was_active:
+                self.get_logger().info(f"{why}: safe command sent, control stopped")
+
+    # ---- configure ---------------------------------------------------------------------------------------
+
+    def _clear_runtime(self) -> None:
+        self.settings: AgentSettings | None = None
+        self.bundle = None
+        self.bundle_path: Path | None = None
+        self.device = None
+        self.mpc = None
+        self.shaper: CommandShaper | None = None
+        self.surprise = SurpriseMonitor(None)
+        self.command_pub = None
+        self.stats = AgentStats()
+        self._frame: Frame | None = None
+        self._goal_pixels: np.ndarray | None = None
+        self._pending_goal: np.ndarray | None = None
+        self._measured: np.ndarray | None = None
+        self._stopped: str | None = None
+        self._latency_from: float | None = None
+        self._precision = "fp32"
+        self._warnings: list[str] = []
+
+    def _configure(self) -> None:
+        import torch
+
+        from lewm_ros.control.mpc import LatentMPC
+        from lewm_ros.model.bundle import load_bundle
+        from lewm_ros.model.precision import resolve_device
+        from lewm_ros.model.shipped import find_bundle
+        from lewm_ros.planning.core import LatentPlanner
+
+        if self._declare_errors:
+            raise SettingsError("; ".join(self._declare_errors.values()))
+        settings = build_settings(self._parameter_values())
+        device = resolve_device(settings.device)
+        bundle_path = find_bundle(settings.bundle)
+        bundle = load_bundle(bundle_path, device=device)
+        action_dim = bundle.config.action.action_dim
+        if len(settings.joint_names) != action_dim:
+            raise SettingsError(
+                f"joint_names has {len(settings.joint_names)} joints {list(settings.joint_names)}, the bundle "
+                f"{bundle_path} commands {action_dim}"
+            )
+        shaper = CommandShaper(action_dim, settings.action_scale, settings.max_command, settings.safe_action)
+        encoder = bundle.load_torchscript("encoder", device)
+        if device.type == "cuda" and settings.precision in ("fp16", "bf16"):
+            encoder = encoder.to(torch.float16 if settings.precision == "fp16" else torch.bfloat16)
+        planner = LatentPlanner.from_bundle(bundle, settings.planner_config(), device)
+        dim = bundle.config.latent_dim
+        probe = (torch.zeros(1, dim), None, torch.zeros(dim))
+        self._precision = planner.config.precision
+        if settings.precision == "auto":
+            self._precision, timings = planner.choose_precision(*probe)
+            planner = planner.with_config(precision=self._precision)
+            self.get_logger().info(f"precision auto -> {self._precision} (ms per scoring pass: {timings})")
+        if settings.warmup:
+            planner.warmup(*probe)
+        trained_dt = ((bundle.meta.get("training") or {}).get("data") or {}).get("control_dt")
+        if isinstance(trained_dt, (int, float)) and abs(trained_dt * settings.control_rate_hz - 1.0) > 0.01:
+            self._warn(
+                f"control_rate_hz {settings.control_rate_hz:g} differs from the training data's "
+                f"{1.0 / trained_dt:g} Hz: the model's predictions assume the training rate"
+            )
+        with self._lock:
+            self.settings, self.bundle, self.bundle_path, self.device = settings, bundle, bundle_path, device
+            self.shaper = shaper
+            self.mpc = LatentMPC(encoder, bundle.model, planner, settings.receding_horizon, device)
+            self._update_surprise_threshold()
+        if settings.goal_image_path:
+            self._pending_goal = self._read_goal_file(settings.goal_image_path)
+        self._create_entities(settings)
+
+    def _update_surprise_threshold(self) -> None:
+        s = self.settings
+        threshold = threshold_from_bundle(self.bundle.meta, s.surprise_factor, s.surprise_threshold)
+        if threshold is None:
+            self._warn("the bundle has no surprise calibration and surprise_threshold is 0: the alarm is off")
+        self.surprise.threshold = threshold
+        self.surprise.patience = s.surprise_patience
+
+    def _read_goal_file(self, path: str) -> np.ndarray:
+        import cv2
+
+        bgr = cv2.imread(path, cv2.IMREAD_COLOR)
+        if bgr is None:
+            raise SettingsError(f"goal_image_path {path!r}: not a readable image file")
+        return fit_frame(np.ascontiguousarray(bgr[..., ::-1]), self.bundle.image_size, self.settings.image_policy)
+
+    def _create_entities(self, s: AgentSettings) -> None:
+        self._sensor_group = MutuallyExclusiveCallbackGroup()
+        self._control_group = MutuallyExclusiveCallbackGroup()
+        self._report_group = MutuallyExclusiveCallbackGroup()
+        command_type = Float64MultiArray if s.command_type == "float64_multi_array" else JointTrajectory
+        self.command_pub = self._keep("pub", self.create_publisher(command_type, s.command_topic, STATE_QOS))
+        self.surprise_pub = self._keep("pub", self.create_publisher(Float32, "~/surprise", STATE_QOS))
+        self.cost_pub = self._keep("pub", self.create_publisher(Float32, "~/plan_cost", STATE_QOS))
+        self.debug_pub = self._keep("pub", self.create_publisher(Image, "~/debug_image", qos_profile_sensor_data))
+        self.diag_pub = self._keep("pub", self.create_publisher(DiagnosticArray, "/diagnostics", STATE_QOS))
+        if s.compressed:
+            topic = s.image_topic.rstrip("/") + "/compressed"
+            camera = self.create_subscription(
+                CompressedImage, topic, self._on_image, qos_profile_sensor_data, callback_group=self._sensor_group
+            )
+        else:
+            camera = self.create_subscription(
+                Image, s.image_topic, self._on_image, qos_profile_sensor_data, callback_group=self._sensor_group
+            )
+        self._keep("sub", camera)
+        sensors, reports = self._sensor_group, self._report_group
+        self._keep("sub", self.create_subscription(Image, s.goal_topic, self._on_goal, GOAL_QOS,
+                                                   callback_group=sensors))  # fmt: skip
+        self._keep("sub", self.create_subscription(JointState, s.joint_states_topic, self._on_joint_state, STATE_QOS,
+                                                   callback_group=sensors))  # fmt: skip
+        self._keep("srv", self.create_service(Trigger, "~/set_goal_from_current", self._on_set_goal_from_current,
+                                              callback_group=reports))  # fmt: skip
+        self._keep("srv", self.create_service(SetBool, "~/enable", self._on_enable, callback_group=reports))
+        self._keep("timer", self.create_timer(
+            1.0 / s.diagnostics_rate_hz, self._publish_diagnostics, callback_group=self._report_group,
+            clock=self._steady))  # fmt: skip
+        self._keep("timer", self.create_timer(0.1, self._maybe_publish_debug, callback_group=self._report_group,
+                                              clock=self._steady))  # fmt: skip
+        self._last_debug = 0.0
+
+    def _keep(self, kind: str, entity: Any) -> Any:
+        self._entities.append((kind, entity))
+        return entity
+
+    def _teardown(self) -> None:
+        with self._lock:
+            self._active = False
+            if self._control_timer is not None:
+                self.destroy_timer(self._control_timer)
+                self._control_timer = None
+            destroy = {"pub": self.destroy_publisher, "sub": self.destroy_subscription,
+                       "srv": self.destroy_service, "timer": self.destroy_timer}  # fmt: skip
+            for kind, entity in reversed(self._entities):
+                destroy[kind](entity)
+            self._entities.clear()
+            self._clear_runtime()
+
+    def _warn(self, text: str) -> None:
+        self._warnings.append(text)
+        self.get_logger().warning(text)
+
+    # ---- sensor callbacks: decode and store only -------------------------------------------------------------
+
+    def _on_image(self, msg: Image | CompressedImage) -> None:
+        received = time.monotonic()
+        stats, settings, bundle = self.stats, self.settings, self.bundle
+        if settings is None or bundle is None:
+            return  # a message racing a cleanup
+        stats.frames += 1
+        try:
+            self._check_stamp(msg)
+            pixels = fit_frame(image_codec.to_rgb(msg), bundle.image_size, settings.image_policy)
+        except (image_codec.ImageDecodeError, FrameSizeError, _StaleFrameError) as err:
+            reason = type(err).__name__
+            stats.dropped[{"ImageDecodeError": "undecodable", "FrameSizeError": "wrong_size"}.get(reason, "stale")] += 1
+            stats.invalid_in_row += 1
+            self.get_logger().warning(f"camera frame dropped: {err}", throttle_duration_sec=5.0)
+            return
+        except Exception as err:  # a camera message must never take the node down
+            stats.dropped["unexpected"] += 1
+            stats.invalid_in_row += 1
+            self.get_logger().error(f"camera frame dropped (unexpected {type(err).__name__}): {err}",
+                                    throttle_duration_sec=5.0)  # fmt: skip
+            return
+        if pixels.base is not None or not pixels.flags.writeable:
+            pixels = pixels.copy()  # never keep a view of a message buffer the middleware may reuse
+        stats.invalid_in_row = 0
+        self._frame = Frame(pixels, received, stats.frames)
+
+    def _check_stamp(self, msg: Image | CompressedImage) -> None:
+        limit = self.settings.max_frame_age_ms
+        if limit <= 0:
+            return
+        stamp = Time.from_msg(msg.header.stamp, clock_type=self.get_clock().clock_type)
+        age_ms = (self.get_clock().now() - stamp).nanoseconds / 1e6
+        if abs(age_ms) > limit:
+            raise _StaleFrameError(f"stamp is {age_ms:.0f} ms old (limit {limit:g} ms)")
+
+    def _on_goal(self, msg: Image) -> None:
+        settings, bundle = self.settings, self.bundle
+        if settings is None or bundle is None:
+            return
+        try:
+            pixels = fit_frame(image_codec.to_rgb(msg), bundle.image_size, settings.image_policy)
+        except (image_codec.ImageDecodeError, FrameSizeError) as err:
+            self.stats.dropped["goal"] += 1
+            self.get_logger().error(f"goal image rejected: {err}")
+            return
+        self._pending_goal = pixels.copy()
+        self.get_logger().info("new goal image received")
+
+    def _on_joint_state(self, msg: JointState) -> None:
+        if self.settings is None:
+            return
+        names = self.settings.joint_names
+        try:
+            index = {name: i for i, name in enumerate(msg.name)}
+            measured = np.array([msg.position[index[name]] for name in names], np.float64)
+        except (KeyError, IndexError):
+            self.stats.dropped["joint_state"] += 1
+            self.get_logger().warning(f"joint_states without all of {list(names)}", throttle_duration_sec=10.0)
+            return
+        if not np.all(np.isfinite(measured)):
+            self.stats.dropped["joint_state"] += 1
+            return
+        self._measured = measured
+
+    # ---- services ------------------------------------------------------------------------------------------
+
+    def _on_set_goal_from_current(self, request: Trigger.Request, response: Trigger.Response) -> Trigger.Response:
+        frame = self._frame
+        if frame is None or self.settings is None:
+            response.success, response.message = False, "no camera frame received yet"
+            return response
+        self._pending_goal = frame.pixels.copy()
+        age = 1000 * (time.monotonic() - frame.received)
+        response.success, response.message = True, f"goal set from the camera frame received {age:.0f} ms ago"
+        return response
+
+    def _on_enable(self, request: SetBool.Request, response: SetBool.Response) -> SetBool.Response:
+        with self._lock:
+            self._enabled = bool(request.data)
+            if self._enabled:
+                self.surprise.clear()
+                if self.mpc is not None:
+                    self.mpc.reset()
+        response.success = True
+        response.message = "enabled" if request.data else "disabled: safe command until enabled"
+        self.get_logger().info(response.message)
+        return response
+
+    # ---- control ---------------------------------------------------------------------------------------------
+
+    def _stop_reason(self, now: float) -> str | None:
+        s, stats = self.settings, self.stats
+        if not self._enabled:
+            return "disabled"
+        if self.surprise.alarm and s.surprise_action == "hold":
+            return "surprise alarm (hold until re-enabled)"
+        if self.mpc.goal is None:
+            return "no goal image"
+        frame = self._frame
+        if frame is None:
+            return "no camera frame yet"
+        if 1000 * (now - frame.received) > s.frame_timeout_ms:
+            return "camera timeout"
+        if stats.invalid_in_row >= s.invalid_frame_burst:
+            return "burst of invalid frames"
+        if s.safe_action == "hold" and self._measured is None:
+            return "no joint_states (needed for position/trajectory commands)"
+        return None
+
+    def _tick(self) -> None:
+        with self._lock:
+            if not self._active:
+                return
+            now = time.monotonic()
+            self.stats.tick_times.append(now)
+            try:
+                self._apply_pending_goal()
+                reason = self._stop_reason(now)
+                if reason is None:
+                    reason = self._control_step()
+            except Exception as err:  # model/planner failures end in the safe command, not a crash
+                self.stats.errors += 1
+                reason = f"error: {type(err).__name__}: {err}"
+            if reason is not None:
+                self._stop(reason)
+
+    def _apply_pending_goal(self) -> None:
+        goal, self._pending_goal = self._pending_goal, None
+        if goal is not None:
+            self.mpc.set_goal(goal)
+            self._goal_pixels = goal
+            self.stats.goals += 1
+
+    def _control_step(self) -> str | None:
+        """One tick of closed-loop control; returns a stop reason instead of commanding when unsafe."""
+        mpc, s, stats = self.mpc, self.settings, self.stats
+        if mpc.at_block_start:
+            frame = self._frame
+            observation = mpc.observe(frame.pixels)
+            if observation.surprise is not None:
+                if self.surprise.update(observation.surprise):
+                    self.get_logger().warning(
+                        f"surprise alarm: {observation.surprise:.3g} > {self.surprise.threshold:.3g} for "
+                        f"{self.surprise.patience} block(s): the world is not behaving as the model expects"
+                    )
+                if self.surprise.alarm and s.surprise_action == "hold":
+                    return "surprise alarm (hold until re-enabled)"
+            if mpc.needs_plan:
+                result = mpc.plan()
+                stats.plans += 1
+                stats.partial_plans += int(result.partial)
+                stats.plan_ms.append(result.time_ms)
+                stats.last_cost = result.cost
+                self.cost_pub.publish(Float32(data=float(result.cost)))
+                if result.time_ms > s.plan_overrun_ms:
+                    stats.overruns += 1
+                    return f"plan overrun ({result.time_ms:.0f} ms > {s.plan_overrun_ms:g} ms)"
+                if not math.isfinite(result.cost) or not np.all(np.isfinite(result.plan)):
+                    return "non-finite plan"
+                self._latency_from = frame.received
+        velocity = self.shaper.velocity(mpc.next_action())
+        self._publish_command(velocity)
+        mpc.record_executed(self.shaper.executed_action(velocity))
+        if self._latency_from is not None:
+            self.stats.latency_ms.append(1000 * (time.monotonic() - self._latency_from))
+            self._latency_from = None
+        if not math.isnan(self.surprise.latest):
+            self.surprise_pub.publish(Float32(data=float(self.surprise.latest)))
+        if self._stopped is not None:
+            self.get_logger().info(f"resuming control (was stopped: {self._stopped})")
+            self._stopped = None
+        return None
+
+    def _stop(self, reason: str) -> None:
+        self._publish_safe()
+        self.mpc.reset()
+        self._latency_from = None
+        if reason != self._stopped:
+            self.stats.stops[reason.split(" (")[0].split(":")[0]] += 1
+            self.get_logger().warning(f"safe command: {reason}")
+            self._stopped = reason
+
+    def _publish_command(self, velocity: np.ndarray) -> None:
+        s = self.settings
+        if not np.all(np.isfinite(velocity)):
+            raise UnsafeCommandError("refusing to publish a non-finite command")
+        if s.command_type == "joint_trajectory":
+            duration = s.trajectory_duration_ms / 1000.0
+            positions = None if self._measured is None else self._measured + velocity * duration
+            msg = trajectory_command(s.joint_names, self.get_clock().now().to_msg(), duration, positions, velocity)
+        elif s.command_interface == "position":
+            msg = array_command(self.shaper.hold_position(self._measured) + velocity * s.control_period, s.joint_names)
+        else:
+            msg = array_command(velocity, s.joint_names)
+        self.command_pub.publish(msg)
+        self.stats.commands += 1
+        self.stats.last_command = time.monotonic()
+
+    def _publish_safe(self) -> None:
+        s = self.settings
+        if s is None or self.command_pub is None:
+            return
+        zeros = self.shaper.safe_velocity()
+        try:
+            if s.safe_action == "hold":
+                hold = self.shaper.hold_position(self._measured)
+                if s.command_type == "joint_trajectory":
+                    msg = trajectory_command(s.joint_names, self.get_clock().now().to_msg(),
+                                             s.trajectory_duration_ms / 1000.0, hold, zeros)  # fmt: skip
+                else:
+                    msg = array_command(hold, s.joint_names)
+            else:
+                msg = array_command(zeros, s.joint_names)
+        except UnsafeCommandError as err:
+            self.get_logger().error(f"cannot send the safe command: {err}", throttle_duration_sec=2.0)
+            return
+        self.command_pub.publish(msg)
+        self.stats.safe_commands += 1
+        self.stats.last_command = time.monotonic()
+
+    # ---- observability ---------------------------------------------------------------------------------------
+
+    def diagnostics(self) -> DiagnosticStatus:
+        """The agent's health as one DiagnosticStatus (also used by tests and the in-process demo)."""
+        stats, s = self.stats, self.settings
+        now = time.monotonic()
+        frame = self._frame
+        ticks = list(stats.tick_times)
+        rate = (len(ticks) - 1) / (ticks[-1] - ticks[0]) if len(ticks) > 1 and ticks[-1] > ticks[0] else 0.0
+        state = "active" if self._active else ("inactive" if s is not None else "unconfigured")
+        values = {
+            "state": state,
+            "enabled": str(self._enabled).lower(),
+            "stopped": self._stopped or "",
+            "bundle": str(self.bundle_path or ""),
+            "device": str(self.device or ""),
+            "precision": self._precision,
+            "control_rate_hz": f"{rate:.2f}",
+            "plan_ms_p50": f"{_percentile(stats.plan_ms, 50):.1f}",
+            "plan_ms_p95": f"{_percentile(stats.plan_ms, 95):.1f}",
+            "camera_to_command_ms_p50": f"{_percentile(stats.latency_ms, 50):.1f}",
+            "camera_to_command_ms_p95": f"{_percentile(stats.latency_ms, 95):.1f}",
+            "frame_age_ms": f"{1000 * (now - frame.received):.0f}" if frame else "",
+            "frames": str(stats.frames),
+            "dropped_frames": str(sum(v for k, v in stats.dropped.items() if k not in ("goal", "joint_state"))),
+            "dropped_by_reason": ", ".join(f"{k}={v}" for k, v in sorted(stats.dropped.items())),
+            "commands": str(stats.commands),
+            "safe_commands": str(stats.safe_commands),
+            "plans": str(stats.plans),
+            "partial_plans": str(stats.partial_plans),
+            "plan_overruns": str(stats.overruns),
+            "errors": str(stats.errors),
+            "plan_cost": f"{stats.last_cost:.4g}",
+            "surprise": f"{self.surprise.latest:.4g}",
+            "surprise_threshold": "" if self.surprise.threshold is None else f"{self.surprise.threshold:.4g}",
+            "surprise_alarm": str(self.surprise.alarm).lower(),
+            "surprise_alarms": str(self.surprise.alarms),
+            "stops": ", ".join(f"{k}={v}" for k, v in sorted(stats.stops.items())),
+        }
+        problems = []
+        if self.surprise.alarm:
+            problems.append("surprise alarm")
+        if self._stopped and self._active:
+            problems.append(f"holding: {self._stopped}")
+        if stats.invalid_in_row:
+            problems.append(f"{stats.invalid_in_row} invalid frame(s) in a row")
+        if stats.dropped:
+            problems.append("dropped frames")
+        problems.extend(self._warnings)
+        level = DiagnosticStatus.WARN if problems else DiagnosticStatus.OK
+        if stats.errors and self._stopped and self._stopped.startswith("error"):
+            level = DiagnosticStatus.ERROR
+        return DiagnosticStatus(
+            level=level, name=f"{self.get_name()}: latent MPC", hardware_id=str(self.bundle_path or ""),
+            message="; ".join(problems) if problems else f"{state}, ok",
+            values=[KeyValue(key=k, value=v) for k, v in values.items()],
+        )  # fmt: skip
+
+    def _publish_diagnostics(self) -> None:
+        if self.settings is None:
+            return
+        array = DiagnosticArray()
+        array.header.stamp = self.get_clock().now().to_msg()
+        array.status = [self.diagnostics()]
+        self.diag_pub.publish(array)
+
+    def _maybe_publish_debug(self) -> None:
+        s = self.settings
+        if s is None or s.debug_image_rate_hz <= 0 or self._frame is None:
+            return
+        now = time.monotonic()
+        if now - self._last_debug < 1.0 / s.debug_image_rate_hz or self.debug_pub.get_subscription_count() == 0:
+            return
+        self._last_debug = now
+        self.debug_pub.publish(image_codec.rgb_to_image(self.debug_view(), "rgb8", frame_id="lewm_debug"))
+
+    def debug_view(self) -> np.ndarray:
+        """Camera view beside the goal (256 px each) with cost and surprise written on it."""
+        import cv2
+
+        side = 256
+        frame = self._frame.pixels if self._frame is not None else np.zeros((side, side, 3), np.uint8)
+        goal = self._goal_pixels if self._goal_pixels is not None else np.zeros_like(frame)
+        panels = [cv2.resize(p, (side, side), interpolation=cv2.INTER_NEAREST) for p in (frame, goal)]
+        view = np.ascontiguousarray(np.concatenate(panels, axis=1))
+        threshold = self.surprise.threshold
+        lines = [
+            f"cost {self.stats.last_cost:.3g}",
+            f"surprise {self.surprise.latest:.3g}" + (f" / {threshold:.3g}" if threshold else ""),
+            ("ALARM " if self.surprise.alarm else "") + (self._stopped or "running"),
+        ]
+        for i, text in enumerate(lines):
+            cv2.putText(view, text, (6, 18 + 18 * i), cv2.FONT_HERSHEY_SIMPLEX, 0.5, (255, 255, 0), 1, cv2.LINE_AA)
+        cv2.putText(view, "goal", (side + 6, 18), cv2.FONT_HERSHEY_SIMPLEX, 0.5, (255, 255, 0), 1, cv2.LINE_AA)
+        return view
+
+    def publish_safe_and_stop(self) -> None:
+        """For Ctrl-C and process exit: whatever the state, leave the arm with the safe command."""
+        self._halt("exit")
+
+
+class _StaleFrameError(ValueError):
+    pass
+
+
+def main(args: list[str] | None = None) -> int:
+    """`ros2 run lewm_ros lewm_agent [--autostart]`: spin the agent; --autostart configures and activates it."""
+    from rclpy.utilities import remove_ros_args
+
+    argv = remove_ros_args(args if args is not None else sys.argv)
+    autostart = "--autostart" in argv[1:]
+    rclpy.init(args=args)
+    node = LewmAgent()
+    executor = MultiThreadedExecutor(num_threads=4)
+    executor.add_node(node)
+    try:
+        if autostart:
+            node.trigger_configure()
+            if node.settings is not None:
+                node.trigger_activate()
+        executor.spin()
+    except (KeyboardInterrupt, ExternalShutdownException):
+        pass
+    finally:
+        node.publish_safe_and_stop()
+        executor.shutdown()
+        node.destroy_node()
+        rclpy.try_shutdown()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

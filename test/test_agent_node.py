@@ -1,0 +1,368 @@
+"""The lewm_agent lifecycle node over real DDS with the shipped trained bundle: lifecycle, rate, safety stops,
+bad images, surprise alarm on a teleport, services, diagnostics.
+
+Every safety test asserts on the commands a controller would have received, so it fails if the node ever
+sends a non-safe command where it must not."""
+
+from __future__ import annotations
+
+import json
+import math
+import shutil
+import time
+
+import numpy as np
+import pytest
+from agent_rig import JOINTS, AgentRig, LockstepArm
+from rclpy.parameter import Parameter
+from std_srvs.srv import SetBool, Trigger
+
+from lewm_ros.envs.reach_env import ReachConfig, ReachEnv
+from lewm_ros.model.shipped import find_bundle
+from lewm_ros.ros import image_codec
+from lewm_ros.ros.agent_node import LewmAgent
+
+SUCCESS = "TransitionCallbackReturnType.SUCCESS"
+FAILURE = "TransitionCallbackReturnType.FAILURE"
+PERIOD = 0.05
+
+
+def lifecycle_state(agent: LewmAgent) -> str:
+    return agent._state_machine.current_state[1]
+
+
+@pytest.fixture(scope="module")
+def scene():
+    """Start frame, goal frame and start configuration of one reach2d episode (64 px, the bundle's size)."""
+    with ReachEnv("reach2d", ReachConfig(image_size=64)) as env:
+        result = env.reset(7)
+        return {"start": result.observation.pixels.copy(), "goal": env.goal_image(), "qpos": env.qpos.copy()}
+
+
+def running(rig: AgentRig, scene, seconds: float = 0.6) -> None:
+    """Configure, activate, set the goal and stream frames until commands flow."""
+    assert str(rig.agent.trigger_configure()) == SUCCESS
+    rig.wait_for_subscribers()
+    rig.goal.publish(image_codec.rgb_to_image(scene["goal"]))
+    rig.publish_joint_state(scene["qpos"])
+    assert str(rig.agent.trigger_activate()) == SUCCESS
+    rig.stream(scene["start"], seconds)
+
+
+def is_zero(values) -> bool:
+    return all(v == 0.0 for v in values)
+
+
+# ---- lifecycle ------------------------------------------------------------------------------------------
+
+
+def test_commands_at_the_control_rate_bounded_and_none_after_deactivate(ros_context, scene):
+    with AgentRig(ros_context, max_command=[1.5]) as rig:
+        assert lifecycle_state(rig.agent) == "unconfigured"
+        assert str(rig.agent.trigger_configure()) == SUCCESS
+        rig.wait_for_subscribers()
+        rig.goal.publish(image_codec.rgb_to_image(scene["goal"]))
+        rig.stream(scene["start"], 0.5)
+        assert rig.received.commands == [], "commands while inactive"
+        assert str(rig.agent.trigger_activate()) == SUCCESS
+        t0 = time.monotonic()
+        rig.stream(scene["start"], 2.0)
+        commands = rig.commands_since(t0)
+        assert 25 <= len(commands) <= 45, f"{len(commands)} commands in 2 s at 20 Hz"
+        values = np.array(commands)
+        assert values.shape[1] == 2 and np.all(np.isfinite(values)) and np.all(np.abs(values) <= 1.5)
+        assert np.any(values != 0), "the planner never moved the arm"
+        assert str(rig.agent.trigger_deactivate()) == SUCCESS
+        t_off = time.monotonic()
+        rig.stream(scene["start"], 0.5)
+        after = rig.commands_since(t_off)
+        assert len(after) <= 1 and all(is_zero(v) for v in after), "only the safe command may follow deactivate"
+        assert is_zero(rig.received.commands[-1][1])
+        assert str(rig.agent.trigger_cleanup()) == SUCCESS
+        assert lifecycle_state(rig.agent) == "unconfigured"
+        assert str(rig.agent.trigger_configure()) == SUCCESS  # configurable again after cleanup
+        assert str(rig.agent.trigger_shutdown()) == SUCCESS
+
+
+def corrupt_bundle(tmp_path):
+    bad = tmp_path / "corrupt"
+    shutil.copytree(find_bundle("reach2d"), bad)
+    (bad / "model.json").write_text("{ not json")
+    return str(bad)
+
+
+@pytest.mark.parametrize(
+    "params, needle",
+    [
+        ({"bundle": "/nonexistent/bundle"}, "bundle not found"),
+        ({"bundle": "CORRUPT"}, "corrupt JSON"),
+        ({"joint_names": ["shoulder"]}, "joint_names has 1 joints"),
+        ({"command_type": "twist"}, "command_type must be one of"),
+        ({"planner": "astar"}, "planner must be one of"),
+        ({"samples": "many"}, "parameter samples"),
+        ({"control_rate_hz": 20}, "parameter control_rate_hz"),  # an int where a double belongs
+        ({"elites": 50, "samples": 10}, "elites (50) must not exceed samples (10)"),
+        ({"command_type": "joint_trajectory"}, "safe_action must be hold"),
+        ({"goal_image_path": "/nonexistent.png"}, "goal_image_path"),
+    ],
+)
+def test_failed_configure_leaves_the_node_alive_and_unconfigured(ros_context, tmp_path, params, needle, caplog):
+    if params.get("bundle") == "CORRUPT":
+        params = {**params, "bundle": corrupt_bundle(tmp_path)}
+    with AgentRig(ros_context, **params) as rig:
+        errors = []
+        original = rig.agent.get_logger().error
+        rig.agent.get_logger().error = lambda text, **kw: errors.append(text) or original(text, **kw)
+        assert str(rig.agent.trigger_configure()) == FAILURE
+        assert lifecycle_state(rig.agent) == "unconfigured"
+        assert any(needle in e for e in errors), errors
+        assert rig.agent.settings is None and rig.agent.command_pub is None
+        assert str(rig.agent.trigger_configure()) == FAILURE  # still alive, still refusing
+
+
+# ---- safety stops ------------------------------------------------------------------------------------------
+
+
+def test_camera_stop_sends_the_safe_command_within_two_periods_of_the_timeout(ros_context, scene):
+    timeout_ms = 150.0
+    with AgentRig(ros_context, frame_timeout_ms=timeout_ms) as rig:
+        running(rig, scene, 1.0)
+        assert any(not is_zero(v) for v in rig.commands_since(0.0))
+        last_frame = time.monotonic()
+        time.sleep(1.0)  # camera silent
+        after = [(t, v) for t, v in rig.received.commands if t > last_frame]
+        moving = [t - last_frame for t, v in after if not is_zero(v)]
+        first_safe = next(t - last_frame for t, v in after if is_zero(v))
+        assert first_safe <= timeout_ms / 1000 + 2 * PERIOD + 0.05, f"safe command after {first_safe:.3f} s"
+        assert all(dt <= timeout_ms / 1000 + 0.02 for dt in moving), f"moving commands after the timeout: {moving}"
+        assert all(is_zero(v) for t, v in after if t - last_frame > timeout_ms / 1000 + 2 * PERIOD + 0.05)
+        assert rig.agent.diagnostics().message.startswith("holding: camera timeout") or "camera timeout" in (
+            rig.agent.diagnostics().message
+        )
+
+
+def bad_frames(scene):
+    start = scene["start"]
+    good = image_codec.rgb_to_image(start)
+    wrong_encoding = image_codec.rgb_to_image(start)
+    wrong_encoding.encoding = "yuv422_weird"
+    truncated = image_codec.rgb_to_image(start)
+    truncated.data = truncated.data[: len(truncated.data) // 2]
+    bad_step = image_codec.rgb_to_image(start)
+    bad_step.step = 10
+    zero = image_codec.rgb_to_image(start)
+    zero.width = 0
+    huge = image_codec.rgb_to_image(start)
+    huge.height, huge.width, huge.step = 2**30, 2**30, 3 * 2**30
+    assert good.encoding == "rgb8"
+    return {
+        "wrong encoding": wrong_encoding, "truncated": truncated, "bad step": bad_step, "zero width": zero,
+        "absurd size": huge,
+    }  # fmt: skip
+
+
+def test_bad_images_are_dropped_counted_and_never_drive_the_arm(ros_context, scene):
+    with AgentRig(ros_context, invalid_frame_burst=3) as rig:
+        running(rig, scene, 0.8)
+        corpus = bad_frames(scene)
+        t0 = time.monotonic()
+        for _ in range(3):
+            for msg in corpus.values():
+                rig.camera.publish(msg)
+                time.sleep(0.03)
+        time.sleep(0.4)
+        dropped = rig.agent.stats.dropped
+        assert dropped["undecodable"] >= 3 * len(corpus) - 2, dict(dropped)  # best effort QoS may lose a couple
+        assert lifecycle_state(rig.agent) == "active"
+        after = rig.commands_since(t0 + 0.3)
+        assert after and all(is_zero(v) for v in after), "commands derived while only invalid frames arrived"
+        status = rig.agent.diagnostics()
+        assert "invalid frame" in status.message or "camera timeout" in status.message
+        values = {kv.key: kv.value for kv in status.values}
+        assert int(values["dropped_frames"]) >= 3 * len(corpus) - 2
+        # the node recovers on valid frames
+        t1 = time.monotonic()
+        rig.stream(scene["start"], 0.8)
+        assert any(not is_zero(v) for v in rig.commands_since(t1))
+
+
+def test_garbage_compressed_frames_are_dropped(ros_context, scene):
+    with AgentRig(ros_context, compressed=True) as rig:
+        assert str(rig.agent.trigger_configure()) == SUCCESS
+        deadline = time.monotonic() + 10
+        while rig.compressed.get_subscription_count() == 0 and time.monotonic() < deadline:
+            time.sleep(0.02)
+        rig.goal.publish(image_codec.rgb_to_image(scene["goal"]))
+        assert str(rig.agent.trigger_activate()) == SUCCESS
+        garbage = image_codec.rgb_to_compressed(scene["start"], "png")
+        garbage.data = b"\x89PNG\r\n\x1a\n" + bytes(range(200))
+        for _ in range(5):
+            rig.compressed.publish(garbage)
+            time.sleep(0.05)
+        time.sleep(0.2)
+        assert rig.agent.stats.dropped["undecodable"] >= 4
+        assert all(is_zero(v) for v in rig.commands_since(0.0))
+        good = image_codec.rgb_to_compressed(scene["start"], "png")
+        t1 = time.monotonic()
+        end = t1 + 0.8
+        while time.monotonic() < end:
+            rig.compressed.publish(good)
+            time.sleep(0.03)
+        assert any(not is_zero(v) for v in rig.commands_since(t1)), "valid compressed frames never drove the arm"
+
+
+def test_stale_stamps_and_wrong_sizes_are_dropped(ros_context, scene):
+    with AgentRig(ros_context, max_frame_age_ms=200.0, image_policy="exact") as rig:
+        running(rig, scene, 0.0)
+        t0 = time.monotonic()
+        old = rig.agent.get_clock().now().to_msg()
+        old.sec -= 10
+        for _ in range(5):
+            rig.publish_frame(scene["start"], stamp=old)
+            rig.publish_frame(np.zeros((48, 64, 3), np.uint8), stamp=rig.agent.get_clock().now().to_msg())
+            time.sleep(0.05)
+        time.sleep(0.2)
+        assert rig.agent.stats.dropped["stale"] >= 4 and rig.agent.stats.dropped["wrong_size"] >= 4
+        assert all(is_zero(v) for v in rig.commands_since(t0))
+
+
+def test_plan_overrun_sends_the_safe_command(ros_context, scene):
+    with AgentRig(ros_context, plan_overrun_ms=1.0) as rig:
+        running(rig, scene, 1.0)
+        assert rig.agent.stats.overruns >= 2
+        assert rig.received.commands and all(is_zero(v) for _, v in rig.received.commands)
+
+
+def test_joint_trajectory_output_holds_the_measured_position_never_zero(ros_context, scene):
+    with AgentRig(ros_context, command_type="joint_trajectory", safe_action="hold",
+                  trajectory_duration_ms=100.0) as rig:  # fmt: skip
+        assert str(rig.agent.trigger_configure()) == SUCCESS
+        rig.wait_for_subscribers()
+        rig.goal.publish(image_codec.rgb_to_image(scene["goal"]))
+        assert str(rig.agent.trigger_activate()) == SUCCESS
+        rig.stream(scene["start"], 0.4)  # no joint_states yet: nothing safe to hold, so nothing is sent
+        assert rig.received.commands == []
+        qpos = np.array([0.3, -0.7])
+        t0 = time.monotonic()
+        end = t0 + 1.0
+        while time.monotonic() < end:
+            rig.publish_joint_state(qpos)
+            rig.publish_frame(scene["start"])
+            time.sleep(0.025)
+        msgs = [m for m in rig.commands_since(t0)]
+        assert msgs, "no trajectory commands"
+        for msg in msgs:
+            assert msg.joint_names == JOINTS and len(msg.points) == 1
+            point = msg.points[0]
+            assert point.time_from_start.nanosec == 100_000_000
+            velocity = np.array(point.velocities)
+            np.testing.assert_allclose(point.positions, qpos + velocity * 0.1, atol=1e-9)
+        assert str(rig.agent.trigger_deactivate()) == SUCCESS
+        time.sleep(0.2)
+        last = rig.received.commands[-1][1].points[0]
+        np.testing.assert_allclose(last.positions, qpos)
+        assert list(last.velocities) == [0.0, 0.0]
+
+
+# ---- surprise --------------------------------------------------------------------------------------------------
+
+
+def run_episode(ros_context, teleport_at: int | None, seed: int = 3):
+    """A lock-step closed loop (one env step per command, like the training data); optional teleport."""
+    env = ReachEnv("reach2d", ReachConfig(image_size=64))
+    env.reset(seed)
+    with AgentRig(ros_context, surprise_action="hold", frame_timeout_ms=1000.0) as rig:
+        arm = LockstepArm(rig, env)
+        assert str(rig.agent.trigger_configure()) == SUCCESS
+        rig.wait_for_subscribers()
+        rig.goal.publish(image_codec.rgb_to_image(env.goal_image()))
+        assert str(rig.agent.trigger_activate()) == SUCCESS
+        marks = {}
+
+        def maybe_teleport(a: LockstepArm) -> None:
+            if teleport_at is not None and a.steps == teleport_at:
+                far = np.where(env.qpos > 0, env.joint_lower + 0.2, env.joint_upper - 0.2)
+                env.set_state(far)
+                marks["teleport"] = time.monotonic()
+
+        arm.pump(5.0 if teleport_at is None else 6.0, maybe_teleport)
+        monitor = rig.agent.surprise
+        commands = list(rig.received.commands)
+        env.close()
+        return monitor, commands, marks, list(rig.received.surprise)
+
+
+def test_surprise_alarm_fires_on_a_teleport_and_holds_the_arm(ros_context):
+    monitor, commands, marks, surprise = run_episode(ros_context, teleport_at=40)
+    assert "teleport" in marks, "the episode never reached the teleport"
+    assert monitor.alarm and monitor.alarms == 1, f"surprise trace {surprise}, threshold {monitor.threshold}"
+    alarm_commands = [v for t, v in commands if t > marks["teleport"] + 0.5]
+    assert alarm_commands and all(is_zero(v) for v in alarm_commands), "the arm moved after the alarm"
+
+
+def test_no_surprise_alarm_in_a_normal_episode(ros_context):
+    monitor, commands, _, surprise = run_episode(ros_context, teleport_at=None)
+    assert len(commands) > 60 and len(surprise) > 10
+    assert not monitor.alarm, f"false alarm: surprise trace {surprise}, threshold {monitor.threshold}"
+    assert max(surprise) < monitor.threshold
+
+
+# ---- services, diagnostics, parameters ---------------------------------------------------------------------------
+
+
+def call(rig: AgentRig, srv_type, name: str, request):
+    client = rig.node.create_client(srv_type, name)
+    assert client.wait_for_service(timeout_sec=10.0), f"{name} not available"
+    future = client.call_async(request)
+    deadline = time.monotonic() + 10
+    while not future.done() and time.monotonic() < deadline:
+        time.sleep(0.01)
+    rig.node.destroy_client(client)
+    return future.result()
+
+
+def test_services_enable_and_set_goal_from_current(ros_context, scene):
+    with AgentRig(ros_context) as rig:
+        assert str(rig.agent.trigger_configure()) == SUCCESS
+        rig.wait_for_subscribers()
+        assert call(rig, Trigger, "/lewm_agent/set_goal_from_current", Trigger.Request()).success is False
+        assert str(rig.agent.trigger_activate()) == SUCCESS
+        rig.stream(scene["goal"], 0.3)
+        response = call(rig, Trigger, "/lewm_agent/set_goal_from_current", Trigger.Request())
+        assert response.success and "goal set" in response.message
+        rig.stream(scene["start"], 0.6)
+        assert rig.agent.stats.goals == 1 and any(not is_zero(v) for v in rig.commands_since(0.0))
+        assert call(rig, SetBool, "/lewm_agent/enable", SetBool.Request(data=False)).success
+        t0 = time.monotonic()
+        rig.stream(scene["start"], 0.6)
+        assert all(is_zero(v) for v in rig.commands_since(t0))
+        assert call(rig, SetBool, "/lewm_agent/enable", SetBool.Request(data=True)).success
+        t1 = time.monotonic()
+        rig.stream(scene["start"], 0.8)
+        assert any(not is_zero(v) for v in rig.commands_since(t1))
+
+
+def test_diagnostics_report_state_latency_and_counters(ros_context, scene):
+    with AgentRig(ros_context, diagnostics_rate_hz=5.0) as rig:
+        running(rig, scene, 1.2)
+        assert rig.received.diagnostics, "nothing on /diagnostics"
+        status = rig.received.diagnostics[-1].status[0]
+        values = {kv.key: kv.value for kv in status.values}
+        for key in ("state", "plan_ms_p50", "plan_ms_p95", "camera_to_command_ms_p95", "frame_age_ms",
+                    "dropped_frames", "surprise", "surprise_alarm", "device", "precision", "bundle"):  # fmt: skip
+            assert key in values, key
+        assert values["state"] == "active" and values["device"] == "cpu" and values["bundle"].endswith("reach2d")
+        assert float(values["plan_ms_p50"]) > 0 and math.isfinite(float(values["camera_to_command_ms_p95"]))
+        assert float(values["control_rate_hz"]) > 10
+
+
+def test_live_parameters_are_validated_and_unsafe_ones_read_only(ros_context, scene):
+    with AgentRig(ros_context) as rig:
+        assert str(rig.agent.trigger_configure()) == SUCCESS
+        ok = rig.agent.set_parameters([Parameter("surprise_factor", value=5.0)])[0]
+        assert ok.successful and rig.agent.settings.surprise_factor == 5.0
+        threshold = json.loads((rig.agent.bundle_path / "model.json").read_text())["surprise"]["percentiles"]["p99.9"]
+        assert rig.agent.surprise.threshold == pytest.approx(5.0 * threshold)
+        assert not rig.agent.set_parameters([Parameter("surprise_action", value="explode")])[0].successful
+        assert not rig.agent.set_parameters([Parameter("command_topic", value="/elsewhere")])[0].successful
+        assert not rig.agent.set_parameters([Parameter("max_command", value=[100.0])])[0].successful
