@@ -38,5 +38,11 @@ setup(
     license="MIT",
     python_requires=">=3.10",
     tests_require=["pytest"],
-    entry_points={"console_scripts": ["lewm-ros = lewm_ros.cli:main", "lewm_agent = lewm_ros.ros.agent_node:main"]},
+    entry_points={
+        "console_scripts": [
+            "lewm-ros = lewm_ros.cli:main",
+            "lewm_agent = lewm_ros.ros.agent_node:main",
+            "mujoco_sim = lewm_ros.ros.mujoco_sim:main",
+        ]
+    },
 )
