@@ -45,7 +45,7 @@ from rclpy.parameter import Parameter
 from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
 from rclpy.time import Time
 from sensor_msgs.msg import CompressedImage, Image, JointState
-from std_msgs.msg import Float32, Float64MultiArray
+from std_msgs.msg import Float32, Float64MultiArray, Header
 from std_srvs.srv import SetBool, Trigger
 from trajectory_msgs.msg import JointTrajectory
 
@@ -69,6 +69,7 @@ class Frame:
     pixels: np.ndarray  # (S, S, 3) uint8, the model's input size, owned (not a view of a message)
     received: float  # time.monotonic() at arrival
     sequence: int
+    header: Header  # the camera's stamp and frame_id, echoed on ~/plan_source
 
 
 @dataclass
@@ -325,6 +326,7 @@ class LewmAgent(LifecycleNode):
         self.command_pub = self._keep("pub", self.create_publisher(command_type, s.command_topic, STATE_QOS))
         self.surprise_pub = self._keep("pub", self.create_publisher(Float32, "~/surprise", STATE_QOS))
         self.cost_pub = self._keep("pub", self.create_publisher(Float32, "~/plan_cost", STATE_QOS))
+        self.source_pub = self._keep("pub", self.create_publisher(Header, "~/plan_source", STATE_QOS))
         self.debug_pub = self._keep("pub", self.create_publisher(Image, "~/debug_image", qos_profile_sensor_data))
         self.diag_pub = self._keep("pub", self.create_publisher(DiagnosticArray, "/diagnostics", STATE_QOS))
         if s.compressed:
@@ -399,7 +401,7 @@ class LewmAgent(LifecycleNode):
         if pixels.base is not None or not pixels.flags.writeable:
             pixels = pixels.copy()  # never keep a view of a message buffer the middleware may reuse
         stats.invalid_in_row = 0
-        self._frame = Frame(pixels, received, stats.frames)
+        self._frame = Frame(pixels, received, stats.frames, msg.header)
 
     def _check_stamp(self, msg: Image | CompressedImage) -> None:
         limit = self.settings.max_frame_age_ms
@@ -535,6 +537,7 @@ class LewmAgent(LifecycleNode):
                 if not math.isfinite(result.cost) or not np.all(np.isfinite(result.plan)):
                     return "non-finite plan"
                 self._latency_from = frame.received
+                self.source_pub.publish(frame.header)  # which camera frame this plan saw: latency from a bag
         velocity = self.shaper.velocity(mpc.next_action())
         self._publish_command(velocity)
         mpc.record_executed(self.shaper.executed_action(velocity))

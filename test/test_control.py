@@ -1,0 +1,149 @@
+"""ROS-free pieces of the agent: settings table vs YAML, command shaping, the surprise monitor, the MPC state
+machine, frame fitting."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import yaml
+
+from lewm_ros.control.command import CommandShaper, UnsafeCommandError
+from lewm_ros.control.mpc import LatentMPC
+from lewm_ros.control.settings import PARAMETER_NAMES, PARAMETERS, SettingsError, build_settings, check_value
+from lewm_ros.control.surprise import SurpriseMonitor, threshold_from_bundle
+from lewm_ros.data.frames import FrameSizeError, fit_frame
+from lewm_ros.model.bundle import PixelEncoder
+from lewm_ros.model.config import preset
+from lewm_ros.model.lewm import LeWM
+from lewm_ros.planning.core import LatentPlanner, PlannerConfig
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_agent_yaml_documents_exactly_the_declared_parameters_with_valid_values():
+    params = yaml.safe_load((ROOT / "config" / "lewm_agent.yaml").read_text())["lewm_agent"]["ros__parameters"]
+    assert set(params) == set(PARAMETER_NAMES)
+    by_name = {p.name: p for p in PARAMETERS}
+    for name, value in params.items():
+        check_value(by_name[name], value)
+    build_settings(params)
+
+
+@pytest.mark.parametrize(
+    "change, needle",
+    [
+        ({"joint_names": None}, "joint_names is required"),
+        ({"joint_names": ["a", "a"]}, "distinct"),
+        ({"samples": True}, "samples must be an integer"),
+        ({"samples": 0}, "samples must be in"),
+        ({"control_rate_hz": math.nan}, "finite"),
+        ({"action_scale": [1.0, -2.0]}, "action_scale"),
+        ({"receding_horizon": 9, "horizon": 5}, "receding_horizon (9) must not exceed horizon"),
+        ({"command_interface": "position", "safe_action": "zeros"}, "safe_action must be hold"),
+        ({"safe_action": "hold"}, "safe_action must be zeros"),
+        ({"deadline_ms": 300.0, "plan_overrun_ms": 250.0}, "plan_overrun_ms"),
+        ({"planner": "magic"}, "planner must be one of"),
+    ],
+)
+def test_settings_refuse_unsafe_or_malformed_values(change, needle):
+    values = {"joint_names": ["a", "b"], **change}
+    with pytest.raises(SettingsError, match=None) as err:
+        build_settings(values)
+    assert needle in str(err.value)
+
+
+def test_command_shaper_scales_clamps_and_refuses_nan():
+    shaper = CommandShaper(2, [2.0, 1.0], 1.5)
+    np.testing.assert_allclose(shaper.velocity([0.5, 0.5]), [1.0, 0.5])
+    np.testing.assert_allclose(shaper.velocity([1.0, -3.0]), [1.5, -1.5])
+    assert shaper.clamped == 1
+    np.testing.assert_allclose(shaper.executed_action([1.5, -1.5]), [0.75, -1.5])
+    for bad in ([math.nan, 0.0], [0.0, math.inf], [1.0]):
+        with pytest.raises(UnsafeCommandError):
+            shaper.velocity(bad)
+    with pytest.raises(UnsafeCommandError, match="measured joint position"):
+        shaper.hold_position(None)
+    with pytest.raises(UnsafeCommandError):
+        shaper.hold_position(np.array([0.1, math.nan]))
+    np.testing.assert_array_equal(shaper.hold_position(np.array([0.1, -0.2])), [0.1, -0.2])
+    with pytest.raises(ValueError):
+        CommandShaper(2, [1.0, 2.0, 3.0], 1.0)
+
+
+def test_surprise_monitor_needs_patience_latches_and_treats_nan_as_surprising():
+    monitor = SurpriseMonitor(10.0, patience=2)
+    assert not monitor.update(50.0) and not monitor.alarm  # one outlier is not an event
+    assert not monitor.update(1.0)
+    assert not monitor.update(11.0) and monitor.update(12.0) and monitor.alarm
+    assert not monitor.update(1.0) and monitor.alarm  # latched until cleared
+    monitor.clear()
+    assert not monitor.alarm
+    assert not monitor.update(math.nan) and monitor.update(math.nan)
+    assert not SurpriseMonitor(None).update(1e9)
+    meta = {"surprise": {"percentiles": {"p99.9": 4.0}}}
+    assert threshold_from_bundle(meta, 3.0) == 12.0
+    assert threshold_from_bundle(meta, 3.0, override=7.0) == 7.0
+    assert threshold_from_bundle({}, 3.0) is None
+    assert threshold_from_bundle({"surprise": {"percentiles": {"p99.9": math.nan}}}, 3.0) is None
+
+
+def tiny_mpc(receding: int = 2) -> tuple[LatentMPC, LeWM]:
+    torch.manual_seed(0)
+    cfg = preset("tiny")
+    model = LeWM(cfg).eval()
+    action_dim, frameskip = cfg.action.action_dim, cfg.action.frameskip
+    planner = LatentPlanner(
+        model, np.zeros(action_dim, np.float32), np.ones(action_dim, np.float32), frameskip, cfg.predictor.history,
+        cfg.latent_dim, PlannerConfig(samples=8, iterations=2, elites=2, horizon=3),
+    )  # fmt: skip
+    return LatentMPC(PixelEncoder(model).eval(), model, planner, receding), model
+
+
+def test_mpc_cycle_keeps_history_of_what_was_executed_and_measures_surprise():
+    mpc, model = tiny_mpc()
+    size, fs = model.cfg.encoder.image_size, mpc.frameskip
+    rng = np.random.default_rng(0)
+    frames = [rng.integers(0, 255, (size, size, 3), dtype=np.uint8) for _ in range(6)]
+    with pytest.raises(RuntimeError):
+        mpc.plan()  # no goal
+    mpc.set_goal(frames[-1])
+    first = mpc.observe(frames[0])
+    assert first.surprise is None and mpc.needs_plan
+    mpc.plan()
+    executed = []
+    for block in range(3):
+        for _ in range(fs):
+            action = mpc.next_action()
+            sent = np.clip(action, -0.1, 0.1)  # what a clamp would let through
+            executed.append(sent)
+            mpc.record_executed(sent)
+        assert mpc.at_block_start
+        expected = mpc.predict_next(np.stack(executed[-fs:]).astype(np.float32))
+        observed = mpc.observe(frames[block + 1])
+        manual = float((expected - mpc.encode(frames[block + 1])).square().sum())
+        assert observed.surprise == pytest.approx(manual, rel=1e-5)
+        np.testing.assert_allclose(mpc.blocks[-1], np.stack(executed[-fs:]), rtol=0, atol=1e-7)
+        if mpc.needs_plan:
+            mpc.plan()
+    assert len(mpc.latents) == mpc.history and len(mpc.blocks) == mpc.history - 1
+    assert mpc.plans == 2  # replanned after receding_horizon=2 blocks
+    mpc.set_goal(frames[2])  # a new goal forgets everything
+    assert mpc.latents == [] and mpc.plan_result is None and mpc.needs_plan
+
+
+def test_fit_frame_policies():
+    frame = np.zeros((48, 64, 3), np.uint8)
+    frame[:, 8:56] = 255  # the centre square is white
+    assert fit_frame(frame, 32, "crop").min() == 255
+    stretched = fit_frame(frame, 32, "resize")
+    assert stretched.shape == (32, 32, 3) and stretched.min() == 0
+    with pytest.raises(FrameSizeError):
+        fit_frame(frame, 32, "exact")
+    same = np.ones((32, 32, 3), np.uint8)
+    assert fit_frame(same, 32, "exact").shape == (32, 32, 3)
+    with pytest.raises(FrameSizeError):
+        fit_frame(np.zeros((32, 32), np.uint8), 32)
