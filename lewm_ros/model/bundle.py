@@ -8,12 +8,22 @@
     encoder.onnx / encoder.pt2   optional exports of the encoder for TensorRT / torch.export users
 
 Actions inside the model are normalised: a = (raw - action_mean) / action_std per action dimension.
+
+A bundle is untrusted input (a robot loads whatever directory it is given), so loading checks, in this
+order and before any tensor is allocated: model.json's size (<= META_MAX_BYTES), its JSON (nesting and
+number limits included), every field's type and range (`LeWMConfig.from_dict`, naming the field), the
+model size computed from the config (<= config.MAX_PARAMETERS, 500M), the action statistics (finite, std
+> 0, action_dim of each), and weights.pt's size against what the config's parameters can need. Then every
+weight must be a tensor of the expected name, shape and kind, with finite values. Each failure is one
+`BundleError` whose message (one line) names the file and the field or entry.
 """
 
 from __future__ import annotations
 
 import copy
 import json
+import math
+import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -23,7 +33,7 @@ import torch
 from torch import Tensor, nn
 
 from lewm_ros import __version__
-from lewm_ros.model.config import LeWMConfig
+from lewm_ros.model.config import ConfigError, LeWMConfig
 from lewm_ros.model.lewm import IMAGENET_MEAN, IMAGENET_STD, LeWM
 
 FORMAT_VERSION = 1
@@ -33,6 +43,10 @@ ENCODER_TS = "encoder.ts"
 PREDICTOR_TS = "predictor.ts"
 ENCODER_ONNX = "encoder.onnx"
 ENCODER_PT2 = "encoder.pt2"
+META_MAX_BYTES = 1 << 20
+"""model.json is a few kB; a larger one is refused before it is parsed."""
+WEIGHTS_SLACK_BYTES = 1 << 20
+"""weights.pt may hold up to 8 bytes per parameter (fp64) plus this much archive overhead."""
 
 
 class BundleError(RuntimeError):
@@ -75,14 +89,17 @@ class Bundle:
         return np.asarray(normalized, np.float32) * self.action_std + self.action_mean
 
     def load_torchscript(self, which: str = "encoder", device: str | torch.device = "cpu") -> torch.jit.ScriptModule:
-        name = {"encoder": ENCODER_TS, "predictor": PREDICTOR_TS}[which]
-        file = self.path / name
+        """The bundle's TorchScript encoder or predictor; BundleError when missing or unreadable."""
+        files = {"encoder": ENCODER_TS, "predictor": PREDICTOR_TS}
+        if which not in files:
+            raise ValueError(f"which must be one of {sorted(files)}, got {which!r}")
+        file = self.path / files[which]
         if not file.is_file():
-            raise BundleError(f"{self.path}: missing {name}")
+            raise BundleError(f"{self.path}: missing {files[which]}")
         try:
             return torch.jit.load(str(file), map_location=device).eval()
-        except (RuntimeError, ValueError) as err:
-            raise BundleError(f"{file}: cannot load TorchScript: {err}") from err
+        except Exception as err:  # torch raises RuntimeError, ValueError, OSError, ... for bad files
+            raise BundleError(f"{file}: cannot load TorchScript: {_one_line(err)}") from err
 
 
 def save_bundle(
@@ -128,57 +145,163 @@ def _cpu_fp32_copy(model: LeWM) -> LeWM:
     return copy.deepcopy(model).cpu().float().eval()
 
 
-def read_meta(path: str | Path) -> dict[str, Any]:
-    """model.json of a bundle, checked for format version and required fields."""
-    root = Path(path)
+def _one_line(err: BaseException | str) -> str:
+    """A third-party error message on one line and of bounded length (torch's span many lines)."""
+    text = " ".join(str(err).split()) or type(err).__name__
+    return text if len(text) <= 300 else text[:297] + "..."
+
+
+def _shown(value: object) -> str:
+    """A short description of an untrusted JSON value for an error message."""
+    if isinstance(value, (list, dict, str)) and len(value) > 8:
+        return f"a {type(value).__name__} of length {len(value)}"
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def _positive_int(meta: dict[str, Any], key: str, source: Path) -> int:
+    value = meta[key]
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise BundleError(f"{source}: {key}: must be a positive int, got {_shown(value)}")
+    return value
+
+
+def _read_json(meta_file: Path) -> Any:
+    try:
+        with meta_file.open("rb") as f:
+            raw = f.read(META_MAX_BYTES + 1)
+    except OSError as err:
+        raise BundleError(f"{meta_file}: cannot read: {_one_line(err)}") from err
+    if len(raw) > META_MAX_BYTES:
+        raise BundleError(f"{meta_file}: larger than the {META_MAX_BYTES:,}-byte limit for {META_FILE}")
+    try:
+        return json.loads(raw.decode("utf-8"))
+    except RecursionError:
+        raise BundleError(f"{meta_file}: corrupt JSON: nested too deeply") from None
+    except (ValueError, UnicodeDecodeError) as err:  # JSONDecodeError, and int() digit limits
+        raise BundleError(f"{meta_file}: corrupt JSON: {_one_line(err)}") from err
+
+
+def _action_stats(norm: object, dim: int, source: Path) -> tuple[np.ndarray, np.ndarray]:
+    """(mean, std) as float32 arrays of action_dim finite values, std > 0."""
+    if not isinstance(norm, dict):
+        raise BundleError(f"{source}: action_normalization: must be an object with mean and std, got {_shown(norm)}")
+    stats = []
+    for key in ("mean", "std"):
+        values = norm.get(key)
+        field = f"action_normalization.{key}"
+        if not isinstance(values, list) or len(values) != dim:
+            raise BundleError(f"{source}: {field}: must be a list of action_dim = {dim} numbers, got {_shown(values)}")
+        floats = []
+        for i, value in enumerate(values):
+            if isinstance(value, bool) or not isinstance(value, (int, float)):
+                raise BundleError(f"{source}: {field}[{i}]: must be a number, got {_shown(value)}")
+            try:
+                floats.append(float(value))
+            except OverflowError:  # an int beyond float range
+                floats.append(math.inf)
+        with np.errstate(over="ignore"):
+            array = np.asarray(floats, np.float64).astype(np.float32)
+        bad = ~np.isfinite(array) if key == "mean" else ~(np.isfinite(array) & (array > 0))
+        if bad.any():
+            i = int(np.flatnonzero(bad)[0])
+            need = "finite" if key == "mean" else "finite and positive"
+            raise BundleError(f"{source}: {field}[{i}]: must be {need} as float32, got {_shown(values[i])}")
+        stats.append(array)
+    return stats[0], stats[1]
+
+
+def _read_checked(root: Path) -> tuple[dict[str, Any], LeWMConfig, np.ndarray, np.ndarray]:
+    """model.json parsed and fully validated: (meta, config, action mean, action std)."""
     if not root.is_dir():
         raise BundleError(f"{root}: bundle directory not found")
     meta_file = root / META_FILE
     if not meta_file.is_file():
         raise BundleError(f"{root}: missing {META_FILE}; not a lewm_ros bundle")
-    try:
-        meta = json.loads(meta_file.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as err:
-        raise BundleError(f"{meta_file}: corrupt JSON: {err}") from err
+    meta = _read_json(meta_file)
     if not isinstance(meta, dict):
-        raise BundleError(f"{meta_file}: expected a JSON object")
+        raise BundleError(f"{meta_file}: expected a JSON object, got {type(meta).__name__}")
     version = meta.get("format_version")
-    if version != FORMAT_VERSION:
+    if isinstance(version, bool) or not isinstance(version, int) or version != FORMAT_VERSION:
         raise BundleError(
-            f"{meta_file}: bundle format version {version!r} is not supported (this lewm_ros reads {FORMAT_VERSION})"
+            f"{meta_file}: bundle format version {_shown(version)} is not supported "
+            f"(this lewm_ros reads {FORMAT_VERSION})"
         )
     missing = [k for k in ("config", "action_normalization", "image_size", "action_dim") if k not in meta]
     if missing:
         raise BundleError(f"{meta_file}: missing fields {missing}")
-    return meta
+    try:
+        config = LeWMConfig.from_dict(meta["config"])
+    except ConfigError as err:
+        raise BundleError(f"{meta_file}: {err}") from err
+    except (TypeError, ValueError) as err:  # a config field dataclasses could not even take
+        raise BundleError(f"{meta_file}: invalid config: {_one_line(err)}") from err
+    implied = {
+        "image_size": config.encoder.image_size, "action_dim": config.action.action_dim,
+        "frameskip": config.action.frameskip, "history": config.predictor.history, "latent_dim": config.latent_dim,
+    }  # fmt: skip
+    for key, expected in implied.items():
+        if key in meta and _positive_int(meta, key, meta_file) != expected:
+            raise BundleError(f"{meta_file}: {key} {meta[key]} disagrees with the config's {expected}")
+    mean, std = _action_stats(meta["action_normalization"], config.action.action_dim, meta_file)
+    return meta, config, mean, std
+
+
+def read_meta(path: str | Path) -> dict[str, Any]:
+    """model.json of a bundle, checked for format version, required fields, the config and the action
+    statistics (BundleError naming the field), so a caller never acts on a malformed bundle."""
+    return _read_checked(Path(path))[0]
+
+
+def _check_weights_archive(weights_file: Path, config: LeWMConfig) -> None:
+    """Refuse a weights.pt that could make torch.load allocate more than the config's model needs: it must
+    be torch.save's zip archive, uncompressed, holding at most 8 bytes per parameter plus slack."""
+    limit = 8 * config.parameter_estimate() + WEIGHTS_SLACK_BYTES
+    try:
+        size = weights_file.stat().st_size
+        if size > limit:
+            raise BundleError(
+                f"{weights_file}: {size:,} bytes, larger than the {limit:,} bytes the config's model can need"
+            )
+        with zipfile.ZipFile(weights_file) as archive:
+            entries = archive.infolist()
+    except (zipfile.BadZipFile, OSError, ValueError, EOFError) as err:
+        raise BundleError(
+            f"{weights_file}: corrupt or unreadable weights: not a zip archive written by torch.save "
+            f"({_one_line(err)})"
+        ) from err
+    compressed = [e.filename for e in entries if e.compress_type != zipfile.ZIP_STORED]
+    if compressed:
+        raise BundleError(
+            f"{weights_file}: corrupt or unreadable weights: compressed entries {compressed[:3]} "
+            "(torch.save stores its data uncompressed)"
+        )
+    total = sum(e.file_size for e in entries)
+    if total > limit:
+        raise BundleError(
+            f"{weights_file}: declares {total:,} bytes of data, larger than the {limit:,} bytes "
+            "the config's model can need"
+        )
 
 
 def load_bundle(
     path: str | Path, device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32
 ) -> Bundle:
-    """Load an eager LeWM from a bundle, validating metadata against the weights' names and shapes."""
+    """Load an eager LeWM from a bundle, validating everything first (see the module docstring); every
+    failure is a BundleError naming the file and the field or weight."""
     root = Path(path)
-    meta = read_meta(root)
-    try:
-        config = LeWMConfig.from_dict(meta["config"])
-    except (TypeError, ValueError) as err:
-        raise BundleError(f"{root / META_FILE}: invalid config: {err}") from err
-    if meta["image_size"] != config.encoder.image_size or meta["action_dim"] != config.action.action_dim:
-        raise BundleError(f"{root / META_FILE}: image_size/action_dim disagree with the config")
-    norm = meta["action_normalization"]
-    mean = np.asarray(norm.get("mean"), np.float32)
-    std = np.asarray(norm.get("std"), np.float32)
-    if mean.shape != (config.action.action_dim,) or std.shape != mean.shape or np.any(std <= 0):
-        raise BundleError(f"{root / META_FILE}: action normalisation must hold action_dim means and positive stds")
+    meta, config, mean, std = _read_checked(root)
     weights_file = root / WEIGHTS_FILE
     if not weights_file.is_file():
         raise BundleError(f"{root}: missing {WEIGHTS_FILE}")
+    _check_weights_archive(weights_file, config)
     try:
         state = torch.load(weights_file, map_location="cpu", weights_only=True)
     except Exception as err:  # torch raises several types for truncated/garbage files
-        raise BundleError(f"{weights_file}: corrupt or unreadable weights: {err}") from err
+        raise BundleError(f"{weights_file}: corrupt or unreadable weights: {_one_line(err)}") from err
     if not isinstance(state, dict):
         raise BundleError(f"{weights_file}: expected a state dict, got {type(state).__name__}")
+    _check_entries(state, str(weights_file))
     model = LeWM(config)
     check_state_dict(model, state, str(weights_file))
     model.load_state_dict(state)
@@ -186,8 +309,21 @@ def load_bundle(
     return Bundle(root, config, model, mean, std, meta)
 
 
+def _check_entries(state: dict[Any, Any], source: str) -> None:
+    """Every key a string and every value a tensor, so the name/shape checks can compare them."""
+    for key, value in state.items():
+        if not isinstance(key, str):
+            raise BundleError(f"{source}: entry key {_shown(key)} is not a string")
+        if not isinstance(value, Tensor):
+            raise BundleError(f"{source}: entry {key!r} is a {type(value).__name__}, not a tensor")
+        if value.layout != torch.strided:
+            raise BundleError(f"{source}: entry {key!r} is a {value.layout} tensor, not a dense one")
+
+
 def check_state_dict(model: nn.Module, state: dict[str, Tensor], source: str) -> None:
-    """Raise BundleError naming missing, unexpected and mis-shaped tensors (load_state_dict says less)."""
+    """Raise BundleError naming missing, unexpected, mis-shaped, mis-typed and non-finite entries
+    (load_state_dict says less, and would silently cast integers or copy NaN into the model)."""
+    _check_entries(state, source)
     expected = model.state_dict()
     missing = sorted(set(expected) - set(state))
     unexpected = sorted(set(state) - set(expected))
@@ -205,6 +341,15 @@ def check_state_dict(model: nn.Module, state: dict[str, Tensor], source: str) ->
         problems.append(f"shape mismatches {shapes[:10]}")
     if problems:
         raise BundleError(f"{source} does not fit the bundle's config: " + "; ".join(problems))
+    for key, reference in expected.items():
+        tensor = state[key]
+        if tensor.is_complex() or tensor.dtype.is_floating_point != reference.dtype.is_floating_point:
+            raise BundleError(f"{source}: entry {key!r} has dtype {tensor.dtype}, expected {reference.dtype}")
+        if tensor.dtype.is_floating_point:
+            if not bool(torch.isfinite(tensor).all()):
+                raise BundleError(f"{source}: entry {key!r} holds non-finite values (NaN or inf)")
+            if key.endswith("running_var") and bool((tensor < 0).any()):
+                raise BundleError(f"{source}: entry {key!r} holds negative variances")
 
 
 def export_encoder_onnx(bundle: Bundle, opset: int = 18) -> Path:

@@ -49,7 +49,13 @@ def parameter_counts(model) -> dict[str, int]:
     }
 
 
+def _error_line(message: object) -> str:
+    """One stderr line whatever the message holds (torch errors span many lines)."""
+    return "error: " + " ".join(str(message).split())
+
+
 def model_info(args: argparse.Namespace) -> int:
+    """Print a preset's or bundle's parameter counts and config; a bad bundle is one error line, exit 2."""
     from lewm_ros.model.bundle import BundleError, load_bundle
     from lewm_ros.model.config import PRESETS, preset
     from lewm_ros.model.lewm import LeWM
@@ -60,7 +66,10 @@ def model_info(args: argparse.Namespace) -> int:
         try:
             model, source = load_bundle(args.model).model, f"bundle {args.model}"
         except BundleError as err:
-            print(f"error: {err}", file=sys.stderr)
+            print(_error_line(err), file=sys.stderr)
+            return 2
+        except Exception as err:  # load_bundle promises BundleError; never show a user a traceback regardless
+            print(_error_line(f"{args.model}: cannot load bundle: {type(err).__name__}: {err}"), file=sys.stderr)
             return 2
     counts = parameter_counts(model)
     print(f"LeWM from {source}")
