@@ -245,7 +245,7 @@ def test_cli_reports_bad_input_clearly(tmp_path):
     garbage = tmp_path / "garbage.h5"
     garbage.write_bytes(b"\x00" * 100)
     info = run_cli("dataset-info", str(garbage))
-    assert info.returncode == 1 and "invalid episode file" in info.stderr and "not an HDF5 file" in info.stderr
+    assert info.returncode == 2 and "invalid episode file" in info.stderr and "not an HDF5 file" in info.stderr
 
 
 @pytest.mark.parametrize("workers", [1, 2])

@@ -1,4 +1,8 @@
-"""`lewm-ros dataset-info FILE`: validate an HDF5 episode file and print what it holds."""
+"""`lewm-ros dataset-info FILE`: validate an HDF5 episode file and print what it holds.
+
+Whatever is wrong with the file ends as one line on stderr and exit code 2, never a traceback: the file
+may come from anywhere.
+"""
 
 from __future__ import annotations
 
@@ -18,7 +22,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "dataset-info",
         help="validate an HDF5 episode file and print a summary",
         description="Validate an HDF5 episode file (structure, boundaries, actions, and every frame unless "
-        "--quick) and print a summary. Exit code 1 when the file is not valid.",
+        "--quick) and print a summary. Exit code 2 and one line on stderr when the file is not valid.",
     )
     parser.add_argument("file", type=Path, help="HDF5 episode file")
     parser.add_argument("--quick", action="store_true", help="skip decompressing every frame")
@@ -27,16 +31,18 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run_dataset_info(args: argparse.Namespace) -> int:
+    """Validate, then describe; a bad file is reported in one line with exit code 2."""
     try:
         summary = validate(args.file, check_pixels=not args.quick)
         with EpisodeReader(args.file, check=False) as reader:
             lines = describe(reader, summary.policies)
-    except DatasetError as error:
-        print(f"lewm-ros dataset-info: invalid episode file: {error}", file=sys.stderr)
-        return 1
+        if args.attributes:
+            lines.append(attributes_json(summary.attributes))
+    except (DatasetError, OSError) as error:  # OSError: the file vanished or became unreadable meanwhile
+        message = " ".join(str(error).split())  # one line, whatever the file's text holds
+        print(f"lewm-ros dataset-info: invalid episode file: {message}", file=sys.stderr)
+        return 2
     print("\n".join(lines))
-    if args.attributes:
-        print(attributes_json(summary.attributes))
     print(f"valid: {args.file} ({'structure only' if args.quick else 'all frames decoded'})")
     return 0
 
