@@ -2,7 +2,8 @@
 
 configure  load and check the bundle (TorchScript encoder + eager predictor for the planner) on the chosen
            device, create publishers, subscriptions and services; any problem -> FAILURE, node unconfigured
-activate   start the control timer (steady clock)
+activate   start the control timer (the node clock: simulated time under use_sim_time, so a simulator slower
+           than real time is still commanded once per simulated control period; no /clock, no commands)
 deactivate / cleanup / shutdown   send the safe command, stop the timer
 
 Threading (MultiThreadedExecutor): the camera, goal and joint-state callbacks only decode and store the newest
@@ -194,7 +195,7 @@ class LewmAgent(LifecycleNode):
             self._active = True
             self._stopped = None
             self._control_timer = self.create_timer(
-                self.settings.control_period, self._tick, callback_group=self._control_group, clock=self._steady
+                self.settings.control_period, self._tick, callback_group=self._control_group, clock=self.get_clock()
             )
         self.get_logger().info("active: controlling")
         return TransitionCallbackReturn.SUCCESS

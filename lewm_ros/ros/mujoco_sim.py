@@ -204,6 +204,10 @@ class MujocoSim(Node):
         self.declare_parameter("seed", 0, _describe(
             "seed", "seed of the start/goal draws of ~/reset and the ~/teleport draws",
             integer_range=_int_range(0, 2**31 - 1), **read_only))
+        self.declare_parameter("goal_steps", 0, _describe(
+            "goal_steps", "0: start and goal drawn independently; N > 0: the goal is where the data's exploration "
+            "policy (mixed) takes the arm in N control steps from the start (the LeWM paper's protocol uses 25)",
+            integer_range=_int_range(0, 10_000), **read_only))
         self.declare_parameter("show_target", False, _describe(
             "show_target", "render the goal marker in camera images (hidden in training data)", **read_only))
 
@@ -218,6 +222,7 @@ class MujocoSim(Node):
         self.command_type = str(get("command_type").value)
         self.seed = int(get("seed").value)
         self.show_target = bool(get("show_target").value)
+        self.goal_steps = int(get("goal_steps").value)
         requested = self.get_parameter_or("joint_names", Parameter("joint_names", value=[])).value
         self._requested_joint_names = [str(name) for name in (requested or [])]
         if self.command_type not in COMMAND_TYPES:
@@ -323,6 +328,7 @@ class MujocoSim(Node):
             env = self._open_env()
             self._bind_joints(env)
             self._teleport_rng = np.random.default_rng([self.seed, 1])
+            self._goal_rng = np.random.default_rng([self.seed, 2])
             self._qpos = env.qpos
             self._goal = env.goal_qpos
             self._start_episode(env, seed=self.seed)
@@ -404,6 +410,8 @@ class MujocoSim(Node):
     def _start_episode(self, env: ReachEnv, seed: int | None = None) -> str:
         """New start and goal; the env's generator, seeded once at startup, makes the sequence reproducible."""
         result = env.reset(seed)
+        if self.goal_steps > 0:
+            result = self._reachable_goal(env, result)
         self.episode += 1
         with self._lock:
             self._command = None  # an old command must not push the arm away from the new start
@@ -417,6 +425,24 @@ class MujocoSim(Node):
             f"goal {np.round(self._goal, 3).tolist()}"
         )
         return message
+
+    def _reachable_goal(self, env: ReachEnv, start: StepResult) -> StepResult:
+        """Replace the drawn goal by where the exploration policy gets in `goal_steps` steps from the start:
+        goals at a known, reachable distance, like the paper's held-out pairs. Falls back to the drawn goal
+        when every try ends within the success tolerance of the start."""
+        from lewm_ros.envs.policies import make_policy
+
+        start_qpos = start.observation.qpos.copy()
+        policy = make_policy("mixed", env.joint_lower, env.joint_upper)
+        for _ in range(10):
+            policy.reset(self._goal_rng)
+            qpos = start_qpos
+            for _ in range(self.goal_steps):
+                qpos = env.step(policy.act(qpos)).observation.qpos
+            if np.max(np.abs(qpos - start_qpos)) > env.config.success_tolerance:
+                return env.reset(start_qpos=start_qpos, goal_qpos=qpos)
+            env.set_state(start_qpos)
+        return env.reset(start_qpos=start_qpos, goal_qpos=start.observation.qpos + start.joint_error)
 
     def _teleport(self, env: ReachEnv) -> str:
         """Jump to a random configuration far from the current one (velocities zero, goal kept)."""
