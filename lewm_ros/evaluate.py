@@ -336,16 +336,20 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run_eval(args: argparse.Namespace) -> int:
+    from lewm_ros.envs.reach_env import UnstableSimulationError
     from lewm_ros.model.bundle import BundleError
 
     if args.episodes < 1 or args.budget < 1 or args.receding_horizon < 1:
         print("error: --episodes, --budget and --receding-horizon must be >= 1", file=sys.stderr)
         return 2
+    if not 0 <= args.seed < 2**63 or args.video_episodes < 0:
+        print("error: --seed must be a non-negative 64-bit integer and --video-episodes >= 0", file=sys.stderr)
+        return 2
     started = time.perf_counter()
     try:
         report = evaluate(args)
-    except (BundleError, ValueError, FileNotFoundError) as err:
-        print(f"error: {err}", file=sys.stderr)
+    except (BundleError, ValueError, FileNotFoundError, UnstableSimulationError) as err:
+        print(f"error: {' '.join(str(err).split())}", file=sys.stderr)
         return 2
     summary = report.summary()
     print(

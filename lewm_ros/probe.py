@@ -93,6 +93,9 @@ def run_probe(args: argparse.Namespace) -> int:
     if not 0 < args.held_out < 1 or args.max_frames < 2:
         print("error: --held-out must be in (0, 1) and --max-frames >= 2", file=sys.stderr)
         return 2
+    if not 0 <= args.seed < 2**63:
+        print(f"error: --seed must be a non-negative 64-bit integer, got {args.seed}", file=sys.stderr)
+        return 2
     try:
         result = probe(args.bundle, args.data, args.held_out, args.max_frames, args.seed, args.device)
     except (BundleError, DatasetError, ValueError) as err:

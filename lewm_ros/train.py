@@ -207,12 +207,15 @@ def _check_values(s: Settings) -> None:
         problems.append(f"--lr must be positive, got {s.lr}")
     if s.epochs is not None and s.epochs < 1:
         problems.append(f"--epochs must be >= 1, got {s.epochs}")
-    if s.minutes is not None and not s.minutes > 0:
-        problems.append(f"--minutes must be positive, got {s.minutes}")
+    if s.minutes is not None and not (s.minutes > 0 and math.isfinite(s.minutes)):
+        problems.append(f"--minutes must be positive and finite, got {s.minutes}")
     if not 0 <= s.val_fraction < 1:
         problems.append(f"--val-fraction must be in [0, 1), got {s.val_fraction}")
-    if s.sigreg_weight < 0 or s.weight_decay < 0 or s.grad_clip <= 0 or s.sigreg_directions < 1:
+    finite = all(math.isfinite(v) for v in (s.sigreg_weight, s.weight_decay, s.grad_clip))
+    if not finite or s.sigreg_weight < 0 or s.weight_decay < 0 or s.grad_clip <= 0 or s.sigreg_directions < 1:
         problems.append("--sigreg-weight and --weight-decay must be >= 0, --grad-clip and --sigreg-directions > 0")
+    if not 0 <= s.seed < 2**63:
+        problems.append(f"--seed must be a non-negative 64-bit integer, got {s.seed}")
     if not 0 <= s.warmup_fraction < 1:
         problems.append(f"--warmup-fraction must be in [0, 1), got {s.warmup_fraction}")
     if problems:
@@ -284,7 +287,9 @@ def train(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m lewm_ros.train", description=__doc__.splitlines()[0])
+    from lewm_ros.cli import OneLineArgumentParser
+
+    parser = OneLineArgumentParser(prog="python -m lewm_ros.train", description=__doc__.splitlines()[0])
     add_arguments(parser)
     return run_cli(parser.parse_args(argv))
 

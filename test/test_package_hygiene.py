@@ -57,3 +57,29 @@ def test_ament_layout_present():
     setup_cfg = (ROOT / "setup.cfg").read_text()
     assert "script_dir=$base/lib/lewm_ros" in setup_cfg
     assert "install_scripts=$base/lib/lewm_ros" in setup_cfg
+
+
+def test_mujoco_warnings_leave_no_log_file_in_the_working_directory(tmp_path):
+    """MuJoCo appends every warning to MUJOCO_LOG.TXT in the CWD by default: importing lewm_ros's simulation
+    turns that off, so an unstable scene run from a checkout (or a dataset folder) leaves nothing behind."""
+    script = textwrap.dedent(
+        """
+        import mujoco
+        import lewm_ros.envs.reach_env  # noqa: F401
+        xml = (
+            '<mujoco><option timestep="0.05" integrator="Euler"/><worldbody><body><joint name="j" type="hinge"/>'
+            '<geom size="0.1" mass="0.001"/></body></worldbody><actuator><velocity joint="j" kv="1e6"/></actuator>'
+            '</mujoco>'
+        )
+        model = mujoco.MjModel.from_xml_string(xml)
+        data = mujoco.MjData(model)
+        data.ctrl[:] = 1.0
+        mujoco.mj_step(model, data, 5)
+        assert data.warning[mujoco.mjtWarning.mjWARN_BADQACC].number > 0, "the scene did not warn"
+        """
+    )
+    env = {key: value for key, value in os.environ.items() if key != "LEWM_MUJOCO_LOG"}
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, cwd=tmp_path, env=env)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert sorted(os.listdir(tmp_path)) == []
+    assert not (ROOT / "MUJOCO_LOG.TXT").exists(), "a test or tool left MUJOCO_LOG.TXT in the checkout"

@@ -10,6 +10,13 @@ Guarantees, and how they are kept:
   back during the write); on interrupt the temporary file is closed and moved into place all the same.
 - Bad files are refused before anything is written: an existing output needs --append or --overwrite,
   and --append validates the file first, so a corrupt original is reported and left untouched.
+- Absurd requests are refused before anything is simulated (`RequestError`): counts outside
+  [1, MAX_EPISODES] / [1, MAX_STEPS], workers outside [1, MAX_WORKERS] (the command line also refuses
+  more workers than episodes), an episode too big to hold in memory (MAX_EPISODE_BYTES), or an estimated
+  output larger than the free disk space.
+- Unstable physics stops the run: ReachEnv raises UnstableSimulationError, collection stops, the
+  temporary file is deleted and the output is left exactly as it was (an unstable scene is unstable in
+  the next episode too, and the episodes before were simulated with the same marginal settings).
 """
 
 from __future__ import annotations
@@ -30,11 +37,20 @@ from typing import Any
 
 import numpy as np
 
+from lewm_ros.cli import UsageError, float_in, int_in, one_line
 from lewm_ros.data.episodes import DatasetError, Episode, EpisodeWriter, validate
 from lewm_ros.envs.policies import POLICIES, make_policy
-from lewm_ros.envs.reach_env import ReachConfig, ReachEnv
+from lewm_ros.envs.reach_env import MAX_CONTROL_DT, MAX_IMAGE_SIDE, ReachConfig, ReachEnv, UnstableSimulationError
 
 PROGRESS_MODES = ("auto", "bar", "lines", "none")
+MAX_EPISODES = 100_000
+MAX_STEPS = 10_000  # actions per episode (the paper's episodes are a few hundred steps)
+MAX_WORKERS = min(64, max(2, os.cpu_count() or 1))  # the CPU count, at least 2, at most 64
+MAX_EPISODE_BYTES = 1 << 30  # one episode's frames are held in memory while it is rolled out
+MAX_SEED = 2**63 - 1
+MAX_JOINT_SPEED = 1000.0  # rad/s or m/s, for --max-joint-speed
+_STATE_BYTES_PER_JOINT = 4 + 8 + 8  # float32 action, float64 qpos and qvel
+_DISK_MARGIN = 1.05, 16 << 20  # estimate x 1.05 + 16 MiB (HDF5 metadata, attributes, chunk slack)
 # settings that must match between a file and the episodes appended to it
 _APPEND_MUST_MATCH = ("camera", "image_height", "image_width", "control_dt", "action_dim", "joint_names")
 
@@ -51,14 +67,77 @@ class CollectionSpec:
     env: ReachConfig = field(default_factory=ReachConfig)
 
     def check(self) -> None:
-        if self.episodes < 1:
-            raise ValueError(f"--episodes must be at least 1, got {self.episodes}")
-        if self.steps < 1:
-            raise ValueError(f"--steps must be at least 1, got {self.steps}")
-        if self.policy not in POLICIES:
-            raise ValueError(f"unknown policy {self.policy!r}; choose one of {', '.join(POLICIES)}")
-        if not 0 <= self.seed < 2**63:
-            raise ValueError(f"--seed must be a non-negative 64-bit integer, got {self.seed}")
+        """Refuse absurd requests (RequestError, naming the flag) before any simulation."""
+        for flag, value, high in (("--episodes", self.episodes, MAX_EPISODES), ("--steps", self.steps, MAX_STEPS)):
+            if not _is_int(value):
+                raise RequestError(f"{flag} must be an integer, got {value!r}")
+            if not 1 <= value <= high:
+                raise RequestError(f"{flag} must be in [1, {high}], got {value}")
+        if not isinstance(self.policy, str) or self.policy not in POLICIES:
+            raise RequestError(f"unknown policy {self.policy!r}; choose one of {', '.join(POLICIES)}")
+        if not _is_int(self.seed) or not 0 <= self.seed <= MAX_SEED:
+            raise RequestError(f"--seed must be a non-negative 64-bit integer, got {self.seed!r}")
+        if not isinstance(self.env, ReachConfig):
+            raise RequestError(f"env must be a ReachConfig, got {type(self.env).__name__}")
+        height, width = self.env.image_shape
+        episode_bytes = (self.steps + 2) * height * width * 3  # frames + goal image
+        if episode_bytes > MAX_EPISODE_BYTES:
+            raise RequestError(
+                f"one episode of --steps {self.steps} at {height}x{width} pixels needs {_size(episode_bytes)} of "
+                f"memory while it is rolled out (limit {_size(MAX_EPISODE_BYTES)}): use fewer --steps per episode "
+                "and more --episodes, or a smaller --image-size"
+            )
+
+    def estimated_bytes(self, action_dim: int) -> int:
+        """Upper bound of the file size this spec adds: uncompressed pixels and states, plus a margin."""
+        height, width = self.env.image_shape
+        frames = self.steps + 1
+        per_episode = (frames + 1) * height * width * 3 + frames * (action_dim * _STATE_BYTES_PER_JOINT + 8 + 1)
+        scale, extra = _DISK_MARGIN
+        return int(self.episodes * per_episode * scale) + extra
+
+
+class RequestError(ValueError):
+    """A collection request refused before any work: bad counts, too many workers, too big for memory
+    or disk. The command line reports it as a bad argument (exit code 2)."""
+
+
+def _is_int(value: object) -> bool:
+    return isinstance(value, (int, np.integer)) and not isinstance(value, (bool, np.bool_))
+
+
+def _size(count: int) -> str:
+    for unit, scale in (("GiB", 1 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10)):
+        if count >= scale:
+            return f"{count / scale:.1f} {unit}"
+    return f"{count} B"
+
+
+def check_workers(workers: object, episodes: int | None = None) -> None:
+    """Worker processes: at least 1, at most MAX_WORKERS and, when given, the episode count (RequestError)."""
+    if not _is_int(workers):
+        raise RequestError(f"--workers must be an integer, got {workers!r}")
+    high = MAX_WORKERS if episodes is None else min(episodes, MAX_WORKERS)
+    if not 1 <= workers <= high:  # type: ignore[operator]
+        episodes_part = "" if episodes is None else f"--episodes {episodes} and "
+        raise RequestError(
+            f"--workers must be in [1, {high}] (at most {episodes_part}{MAX_WORKERS}, the CPU count bounded to "
+            f"[2, 64]), got {workers}"
+        )
+
+
+def check_disk_space(out: Path, needed: int) -> None:
+    """Refuse (RequestError) when `needed` bytes exceed the free space where `out` will be written."""
+    folder = out.parent.absolute()
+    while not folder.exists() and folder != folder.parent:
+        folder = folder.parent  # the output folder is created later: measure the disk it will be on
+    free = shutil.disk_usage(folder).free
+    if needed > free:
+        raise RequestError(
+            f"{out}: the collection needs up to {_size(needed)} (uncompressed estimate with margin) but only "
+            f"{_size(free)} is free on the disk of {folder}: collect fewer episodes or steps, smaller images, "
+            "or write elsewhere"
+        )
 
 
 @dataclass(frozen=True)
@@ -87,6 +166,15 @@ def run_episode(env: ReachEnv, policy_name: str, steps: int, seed: int, index: i
     env_seed, policy_seed = episode_seeds(seed, index)
     policy = make_policy(policy_name, env.joint_lower, env.joint_upper)
     policy.reset(np.random.default_rng(policy_seed))
+    try:
+        return _roll_out(env, policy, policy_name, steps, seed, env_seed)
+    except UnstableSimulationError as error:
+        raise UnstableSimulationError(f"episode {index}: {error}") from error
+
+
+def _roll_out(
+    env: ReachEnv, policy: Any, policy_name: str, steps: int, seed: int, env_seed: np.random.SeedSequence
+) -> Episode:
     result = env.reset(seed=env_seed)
     n, dim = steps + 1, env.action_dim
     episode = Episode(
@@ -241,13 +329,15 @@ def collect(
     overwrite. `on_episode(written, frames)` runs after each episode is safely on disk.
 
     KeyboardInterrupt stops collection early; the file then holds every complete episode and the
-    report says `interrupted`.
+    report says `interrupted`. UnstableSimulationError stops it with nothing written (see the module notes);
+    RequestError refuses absurd requests (workers outside [1, MAX_WORKERS], too big for memory or disk)
+    before any work; more workers than episodes are reduced to the episode count.
     """
     spec.check()
     if mode not in ("create", "append", "overwrite"):
         raise ValueError(f"mode must be create, append or overwrite, got {mode!r}")
-    if workers < 1:
-        raise ValueError(f"--workers must be at least 1, got {workers}")
+    check_workers(workers)
+    workers = min(workers, spec.episodes)  # the command line refuses more; a caller topping up a file may ask
     out = Path(out)
     if out.is_dir():
         raise ValueError(f"output {out} is a directory")
@@ -260,6 +350,8 @@ def collect(
     check = {**attributes, "image_height": image_shape[0], "image_width": image_shape[1], "action_dim": dim}
     appending = mode == "append" and out.exists()
     first_index = _check_appendable(out, check) if appending else 0
+    # the temporary file (a copy of the original when appending) and the output coexist until the end
+    check_disk_space(out, spec.estimated_bytes(dim) + (out.stat().st_size if appending else 0))
 
     out.parent.mkdir(parents=True, exist_ok=True)
     partial = _partial_path(out)
@@ -316,18 +408,15 @@ def collect(
 
 
 def _image_size(text: str) -> int | tuple[int, int]:
-    """64 (square) or HxW, e.g. 48x64."""
+    """64 (square) or HxW, e.g. 48x64; each side in [1, MAX_IMAGE_SIDE] (what the renderer is asked for)."""
+    rule = f"N or HxW with sides in [1, {MAX_IMAGE_SIDE}]"
     try:
-        if "x" in text.lower():
-            height, width = (int(v) for v in text.lower().split("x"))
-            size: int | tuple[int, int] = (height, width)
-        else:
-            size = int(text)
+        sides = [int(v, 10) for v in text.lower().split("x")]
     except ValueError:
-        raise argparse.ArgumentTypeError(f"image size must be N or HxW, got {text!r}") from None
-    if min(np.atleast_1d(size)) < 1:
-        raise argparse.ArgumentTypeError(f"image size must be positive, got {text!r}")
-    return size
+        raise argparse.ArgumentTypeError(f"image size must be {rule}, got {text!r}") from None
+    if len(sides) not in (1, 2) or not all(1 <= side <= MAX_IMAGE_SIDE for side in sides):
+        raise argparse.ArgumentTypeError(f"image size must be {rule}, got {text!r}")
+    return sides[0] if len(sides) == 1 else (sides[0], sides[1])
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -339,15 +428,22 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument("--scene", required=True, help="MJCF file, or a bundled scene name (reach2d, arm3d)")
     parser.add_argument("--out", required=True, type=Path, help="HDF5 episode file to write")
-    parser.add_argument("--episodes", type=int, default=100, help="episodes to collect (default 100)")
-    parser.add_argument("--steps", type=int, default=100, help="actions per episode; frames = steps + 1")
+    parser.add_argument("--episodes", type=int_in(1, MAX_EPISODES), default=100,
+                        help=f"episodes to collect, at most {MAX_EPISODES} (default 100)")
+    parser.add_argument("--steps", type=int_in(1, MAX_STEPS), default=100,
+                        help=f"actions per episode, at most {MAX_STEPS}; frames = steps + 1 (default 100)")
     parser.add_argument("--policy", choices=tuple(POLICIES), default="mixed", help="exploration policy")
-    parser.add_argument("--image-size", type=_image_size, default=64, help="N or HxW pixels (default 64)")
-    parser.add_argument("--seed", type=int, default=0, help="run seed; same seed, same file (default 0)")
-    parser.add_argument("--workers", type=int, default=1, help="parallel simulator processes (default 1)")
+    parser.add_argument("--image-size", type=_image_size, default=64,
+                        help=f"N or HxW pixels, at most {MAX_IMAGE_SIDE} per side (default 64)")
+    parser.add_argument("--seed", type=int_in(0, MAX_SEED), default=0,
+                        help="run seed; same seed, same file (default 0)")
+    parser.add_argument("--workers", type=int_in(1, MAX_WORKERS), default=1,
+                        help=f"parallel simulator processes, at most --episodes and {MAX_WORKERS} (default 1)")
     parser.add_argument("--camera", default=None, help="camera name (default: the scene's first camera)")
-    parser.add_argument("--control-dt", type=float, default=ReachConfig.control_dt, help="seconds per action")
-    parser.add_argument("--max-joint-speed", type=float, default=None, help="rad/s, overrides the scene")
+    parser.add_argument("--control-dt", type=float_in(0.0, MAX_CONTROL_DT, low_open=True),
+                        default=ReachConfig.control_dt, help=f"seconds per action, at most {MAX_CONTROL_DT:g}")
+    parser.add_argument("--max-joint-speed", type=float_in(0.0, MAX_JOINT_SPEED, low_open=True), default=None,
+                        help="rad/s, overrides the scene")
     parser.add_argument("--show-target", action="store_true", help="render the goal marker into frames")
     existing = parser.add_mutually_exclusive_group()
     existing.add_argument("--append", action="store_true", help="add episodes to an existing file")
@@ -360,17 +456,23 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run_collect(args: argparse.Namespace) -> int:
-    env_config = ReachConfig(
-        camera=args.camera,
-        image_size=args.image_size,
-        control_dt=args.control_dt,
-        max_joint_speed=args.max_joint_speed,
-        show_target=args.show_target,
-    )
-    spec = CollectionSpec(
-        scene=args.scene, episodes=args.episodes, steps=args.steps, policy=args.policy, seed=args.seed,
-        env=env_config,
-    )  # fmt: skip
+    """Bad arguments raise UsageError (one line, exit 2); scene, file and physics problems exit 1."""
+    try:
+        env_config = ReachConfig(
+            camera=args.camera,
+            image_size=args.image_size,
+            control_dt=args.control_dt,
+            max_joint_speed=args.max_joint_speed,
+            show_target=args.show_target,
+        )
+        spec = CollectionSpec(
+            scene=args.scene, episodes=args.episodes, steps=args.steps, policy=args.policy, seed=args.seed,
+            env=env_config,
+        )  # fmt: skip
+        spec.check()
+        check_workers(args.workers, spec.episodes)
+    except (TypeError, ValueError) as error:
+        raise UsageError(str(error)) from error
     mode = "append" if args.append else "overwrite" if args.overwrite else "create"
     progress = args.progress
     if progress == "auto":
@@ -391,8 +493,13 @@ def run_collect(args: argparse.Namespace) -> int:
 
     try:
         report = collect(spec, args.out, mode=mode, workers=args.workers, on_episode=on_episode)
+    except RequestError as error:  # too big for the disk: a bad argument, found once the scene is known
+        raise UsageError(str(error)) from error
+    except UnstableSimulationError as error:
+        print(f"lewm-ros collect: error: {one_line(error)}; stopped, nothing written to {args.out}", file=sys.stderr)
+        return 1
     except (OSError, ValueError, RuntimeError) as error:  # DatasetError and FileExistsError included
-        print(f"lewm-ros collect: error: {error}", file=sys.stderr)
+        print(f"lewm-ros collect: error: {one_line(error)}", file=sys.stderr)
         return 1
     finally:
         if bar is not None:

@@ -20,6 +20,16 @@ same maximum speeds, is what a `velocity_controllers/JointGroupVelocityControlle
 `forward_command_controller` on velocity interfaces) receives every `control_dt`. Like ros2_control's
 joint limiters, a command that would carry a joint past its limit within the control period is reduced
 so the joint stops at the limit instead of pushing into it.
+
+Unstable physics is an error, never data: when MuJoCo flags NaN/huge values (and silently resets the
+simulation to the model's rest pose), or the state goes non-finite, or a joint is flung more than its own
+range width outside its limits, `step`/`reset`/`set_state` raise `UnstableSimulationError` naming the
+likely cause (a timestep too large for the scene's gains with its integrator). The environment then
+needs `reset()` (or `set_state`) before it steps again.
+
+MuJoCo appends its warnings to `MUJOCO_LOG.TXT` in the current directory by default; importing this
+module turns that file off (console messages stay) unless the user already configured MuJoCo's log, or
+names a log file in the `LEWM_MUJOCO_LOG` environment variable.
 """
 
 from __future__ import annotations
@@ -44,11 +54,70 @@ END_EFFECTOR_SITE = "end_effector"
 MAX_SPEED_NUMERIC = "max_joint_speed"
 BUNDLED_SCENES = Path(__file__).resolve().parents[2] / "sim"
 
+MAX_IMAGE_SIDE = 4096  # pixels per side: within every OpenGL's renderbuffer limit, 48 MiB per RGB frame
+MAX_CONTROL_DT = 10.0  # seconds one action may be held
+# soft joint limits let a simulated arm end a few mrad past its range (2.6 mrad measured on arm3d), so a
+# recorded position stays usable as a start or goal within this much (rad or m, at most 1% of the range)
+LIMIT_TOLERANCE = 0.01
+MUJOCO_LOG_ENV = "LEWM_MUJOCO_LOG"
+
 SeedLike = int | np.random.SeedSequence | None
 Vector = Sequence[float] | np.ndarray
 _CONTACT_TOLERANCE = 1e-3  # metres of penetration tolerated when checking sampled configurations
 _SAMPLING_TRIES = 200
 _ONE_DOF_JOINTS = (int(mujoco.mjtJoint.mjJNT_HINGE), int(mujoco.mjtJoint.mjJNT_SLIDE))
+# MuJoCo warnings that mean the physics is wrong: it reset the data after a divergence, or ran out of
+# room for contacts/constraints and dropped some
+_BADQPOS = int(mujoco.mjtWarning.mjWARN_BADQPOS)  # its info is a qpos address, the others' a dof
+_DIVERGENCE_WARNINGS = (_BADQPOS, int(mujoco.mjtWarning.mjWARN_BADQVEL), int(mujoco.mjtWarning.mjWARN_BADQACC))
+_CAPACITY_WARNINGS = (int(mujoco.mjtWarning.mjWARN_CONTACTFULL), int(mujoco.mjtWarning.mjWARN_CNSTRFULL))
+_HUGE = float(mujoco.mjMAXVAL)  # MuJoCo's own "huge value" threshold (1e10)
+_EXPLICIT_INTEGRATORS = (int(mujoco.mjtIntegrator.mjINT_EULER), int(mujoco.mjtIntegrator.mjINT_RK4))
+
+
+def _keep_mujoco_log_out_of_the_working_directory() -> None:
+    """MuJoCo's default handler appends warnings to MUJOCO_LOG.TXT in the CWD (a stray file in checkouts
+    and datasets); turn the file off, or point it at $LEWM_MUJOCO_LOG, unless the user configured it."""
+    config_type = getattr(mujoco, "MjLogConfig", None)  # MuJoCo >= 3.4
+    if config_type is None:
+        return
+    config = config_type.get()
+    if not (config.logto_file and config.logfile == "MUJOCO_LOG.TXT"):
+        return
+    wanted = os.environ.get(MUJOCO_LOG_ENV)
+    if wanted:
+        config.logfile = str(Path(wanted).expanduser().resolve())
+    else:
+        config.logto_file = False
+    config.set()
+
+
+_keep_mujoco_log_out_of_the_working_directory()
+
+
+class UnstableSimulationError(RuntimeError):
+    """The physics diverged: frames and joint states since the last good step are not data."""
+
+
+def _is_real(value: object) -> bool:
+    return isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, (bool, np.bool_))
+
+
+def _is_int(value: object) -> bool:
+    return isinstance(value, (int, np.integer)) and not isinstance(value, (bool, np.bool_))
+
+
+def _checked_number(name: str, value: object, low: float, high: float, *, low_open: bool, high_open: bool) -> float:
+    """ReachConfig field check: a real number (not a bool), finite, inside the interval."""
+    interval = f"{'(' if low_open else '['}{low:g}, {high:g}{')' if high_open else ']'}"
+    if not _is_real(value):
+        raise TypeError(f"ReachConfig.{name} must be a number in {interval}, got {type(value).__name__} {value!r}")
+    number = float(value)  # type: ignore[arg-type]
+    below = number <= low if low_open else number < low
+    above = number >= high if high_open else number > high
+    if not np.isfinite(number) or below or above:
+        raise ValueError(f"ReachConfig.{name} must be a finite number in {interval}, got {value!r}")
+    return number
 
 
 @dataclass(frozen=True)
@@ -63,6 +132,43 @@ class ReachConfig:
     show_target: bool = False  # render the goal marker (geom group 5)
     limit_margin: float = 0.05  # fraction of each joint range kept free when sampling start and goal
     fast_rendering: bool = True  # force offsamples=0 and shadowsize=0 (CPU rendering speed)
+
+    def __post_init__(self) -> None:
+        """Refuse wrong types and absurd values here, naming the field, before any scene is loaded."""
+        if self.camera is not None and not (isinstance(self.camera, str) and self.camera):
+            raise TypeError(f"ReachConfig.camera must be a camera name or None, got {self.camera!r}")
+        object.__setattr__(self, "image_size", self._checked_image_size(self.image_size))
+        _checked_number("control_dt", self.control_dt, 0.0, MAX_CONTROL_DT, low_open=True, high_open=False)
+        _checked_number("success_tolerance", self.success_tolerance, 0.0, np.inf, low_open=True, high_open=True)
+        _checked_number("limit_margin", self.limit_margin, 0.0, 0.5, low_open=False, high_open=True)
+        object.__setattr__(self, "max_joint_speed", self._checked_speeds(self.max_joint_speed))
+        for name in ("show_target", "fast_rendering"):
+            if not isinstance(getattr(self, name), (bool, np.bool_)):
+                raise TypeError(f"ReachConfig.{name} must be True or False, got {getattr(self, name)!r}")
+
+    @staticmethod
+    def _checked_image_size(size: object) -> int | tuple[int, int]:
+        rule = f"a positive int or (height, width) ints, at most {MAX_IMAGE_SIDE} per side"
+        if _is_int(size):
+            sides = [size]
+        elif isinstance(size, (tuple, list)) and len(size) == 2 and all(_is_int(v) for v in size):
+            sides = list(size)
+        else:
+            raise TypeError(f"ReachConfig.image_size must be {rule}, got {size!r}")
+        if not all(1 <= int(v) <= MAX_IMAGE_SIDE for v in sides):  # type: ignore[call-overload]
+            raise ValueError(f"ReachConfig.image_size must be {rule}, got {size!r}")
+        values = [int(v) for v in sides]  # type: ignore[call-overload]
+        return values[0] if len(values) == 1 else (values[0], values[1])
+
+    @staticmethod
+    def _checked_speeds(speed: object) -> float | tuple[float, ...] | None:
+        if speed is None:
+            return None
+        if isinstance(speed, (tuple, list, np.ndarray)) and np.ndim(speed) == 1 and len(speed) > 0:
+            return tuple(
+                _checked_number("max_joint_speed", v, 0.0, np.inf, low_open=True, high_open=True) for v in speed
+            )
+        return _checked_number("max_joint_speed", speed, 0.0, np.inf, low_open=True, high_open=True)
 
     @property
     def image_shape(self) -> tuple[int, int]:
@@ -129,7 +235,6 @@ class ReachEnv:
         except ValueError as error:
             raise ValueError(f"cannot load MJCF scene {self.scene_path}: {error}") from error
         self.data = mujoco.MjData(self.model)
-        self._check_config()
         self._read_actuated_joints()
         self.max_joint_speed = self._resolve_max_speed()
         self.camera_name, self._camera_id = self._resolve_camera()
@@ -146,6 +251,7 @@ class ReachEnv:
         self._position_target = np.zeros(self.action_dim)
         self.clipped_actions = 0  # step() calls whose action had a component outside [-1, 1]
         self.steps = 0  # step() calls since the last reset
+        self._diverged: str | None = None  # the instability report until reset()/set_state()
 
     # ----------------------------------------------------------------- reading the scene
 
@@ -157,18 +263,6 @@ class ReachEnv:
             f"found {m.nu} actuator(s), {m.njnt} joint(s) [{', '.join(joints) or 'none'}], "
             f"{m.ncam} camera(s) [{', '.join(cameras) or 'none'}]"
         )
-
-    def _check_config(self) -> None:
-        cfg = self.config
-        height, width = cfg.image_shape
-        if height < 1 or width < 1:
-            raise ValueError(f"image size must be positive, got {cfg.image_size!r}")
-        if not (np.isfinite(cfg.control_dt) and cfg.control_dt > 0):
-            raise ValueError(f"control_dt must be a positive number of seconds, got {cfg.control_dt!r}")
-        if not cfg.success_tolerance > 0:
-            raise ValueError(f"success_tolerance must be positive, got {cfg.success_tolerance!r}")
-        if not 0 <= cfg.limit_margin < 0.5:
-            raise ValueError(f"limit_margin must be in [0, 0.5), got {cfg.limit_margin!r}")
 
     def _read_actuated_joints(self) -> None:
         m = self.model
@@ -315,7 +409,14 @@ class ReachEnv:
         if self.config.fast_rendering:
             visual.quality.offsamples = 0
             visual.quality.shadowsize = 0
-        return mujoco.Renderer(self.model, height, width)
+        try:
+            return mujoco.Renderer(self.model, height, width)
+        except (mujoco.FatalError, ValueError, RuntimeError) as error:  # GL limits, no GL platform
+            buffer = f"{visual.global_.offheight}x{visual.global_.offwidth}"
+            raise RuntimeError(
+                f"cannot render {height}x{width} frames of {self.scene_path} (offscreen buffer {buffer}, "
+                f"MUJOCO_GL={os.environ.get('MUJOCO_GL', '<unset>')}): {' '.join(str(error).split())}"
+            ) from error
 
     # ----------------------------------------------------------------- properties
 
@@ -370,7 +471,7 @@ class ReachEnv:
             start = self._sample_configuration()
         if goal is None:
             goal = self._sample_configuration(away_from=start)
-        mujoco.mj_resetData(self.model, self.data)
+        mujoco.mj_resetData(self.model, self.data)  # also zeroes MuJoCo's warning counters
         self._goal = goal
         self._goal_image = None
         self._place_target_marker()
@@ -378,24 +479,40 @@ class ReachEnv:
         return self.set_state(start)
 
     def set_state(self, qpos: Vector, qvel: Vector | None = None) -> StepResult:
-        """Teleport the actuated joints (velocities default to zero); the goal stays."""
-        position = self._checked_vector(qpos, "qpos")
+        """Teleport the actuated joints (velocities default to zero); the goal stays.
+
+        qpos obeys the bounds of reset(start_qpos=...) (the joint limits, give or take LIMIT_TOLERANCE);
+        qvel must be finite and below MuJoCo's 1e10. Also the way back from an UnstableSimulationError.
+        """
+        position = self._checked_configuration(qpos, "qpos")
         velocity = np.zeros(self.action_dim) if qvel is None else self._checked_vector(qvel, "qvel")
+        if np.any(np.abs(velocity) > _HUGE):
+            raise ValueError(f"qvel must stay below {_HUGE:.0e} in magnitude (MuJoCo resets beyond), got {velocity}")
+        self._forget_warnings()
+        self._diverged = None
         self.data.qpos[self._qpos_adr] = position
         self.data.qvel[self._dof_adr] = velocity
         self._position_target = position.copy()
         self._write_servo_targets(np.zeros(self.action_dim))
         self._sync_integrated_targets(position)
         mujoco.mj_forward(self.model, self.data)
+        self._check_stable("set_state", expected_time=None)
         return self._result(None)
 
     def step(self, action: Vector) -> StepResult:
-        """Hold one normalised velocity command for control_dt; NaN/inf or a wrong shape changes nothing."""
+        """Hold one normalised velocity command for control_dt; NaN/inf or a wrong shape changes nothing.
+
+        Raises UnstableSimulationError when the physics diverged during the period (see the module notes).
+        """
+        if self._diverged is not None:
+            raise UnstableSimulationError(f"{self._diverged} (call reset() or set_state() before stepping again)")
         command = self._checked_vector(action, "action")
         clipped = np.clip(command, -1.0, 1.0)
         if not np.array_equal(clipped, command):
             self.clipped_actions += 1
         speed = self._limited_speed(clipped * self.max_joint_speed)
+        expected_time = self.data.time + self.substeps * float(self.model.opt.timestep)
+        self._forget_warnings()
         if self._position_servos.any():
             substep_dt = float(self.model.opt.timestep)
             for _ in range(self.substeps):
@@ -408,6 +525,7 @@ class ReachEnv:
             self._write_servo_targets(speed)
             mujoco.mj_step(self.model, self.data, self.substeps)
         self.steps += 1
+        self._check_stable(f"step {self.steps}", expected_time)
         return self._result(clipped)
 
     def goal_image(self) -> np.ndarray:
@@ -439,6 +557,75 @@ class ReachEnv:
     def __exit__(self, *exc_info: object) -> None:
         self.close()
 
+    # ----------------------------------------------------------------- stability
+
+    def _forget_warnings(self) -> None:
+        """Zero the watched warning counters, so any count seen after a physics call is new."""
+        for warning in (*_DIVERGENCE_WARNINGS, *_CAPACITY_WARNINGS):
+            self.data.warning[warning].number = 0
+
+    def _check_stable(self, during: str, expected_time: float | None) -> None:
+        """The one instability check, after every physics call: MuJoCo's warnings, a silent reset (time
+        jumped back), non-finite or huge state, joints flung far outside their limits."""
+        m, d = self.model, self.data
+        problems = [
+            f"MuJoCo warned '{mujoco.mju_warningText(w, int(d.warning[w].lastinfo))}'"
+            + (f" (joint {self._dof_joint_name(int(d.warning[w].lastinfo))})" if w != _BADQPOS else "")
+            for w in _DIVERGENCE_WARNINGS
+            if d.warning[w].number > 0
+        ]
+        timestep = float(m.opt.timestep)
+        if expected_time is not None and abs(d.time - expected_time) > 0.5 * timestep:
+            problems.append(
+                f"MuJoCo silently reset the simulation (time {d.time:.4f} s instead of {expected_time:.4f} s)"
+            )
+        state = np.concatenate([d.qpos, d.qvel, d.qacc])
+        if not np.all(np.isfinite(state)) or np.max(np.abs(state), initial=0.0) > _HUGE:
+            problems.append("the state holds NaN, inf or values above 1e10")
+        span = self.joint_upper - self.joint_lower
+        qpos = d.qpos[self._qpos_adr]
+        flung = (qpos < self.joint_lower - span) | (qpos > self.joint_upper + span)
+        if flung.any():
+            joints = ", ".join(
+                f"{name}={value:.4g} (range {low:.4g}..{high:.4g})"
+                for name, value, low, high, bad in zip(
+                    self.joint_names, qpos, self.joint_lower, self.joint_upper, flung, strict=True
+                )
+                if bad
+            )
+            problems.append(f"joints flung far outside their limits: {joints}")
+        capacity = [mujoco.mju_warningText(w, int(d.warning[w].lastinfo)) for w in _CAPACITY_WARNINGS
+                    if d.warning[w].number > 0]
+        if not problems and not capacity:
+            return
+        causes = []
+        if problems:
+            integrator = mujoco.mjtIntegrator(int(m.opt.integrator)).name.removeprefix("mjINT_")
+            advice = (
+                "switch to <option integrator=\"implicitfast\"/> (it treats servo gains and damping "
+                "implicitly), or lower the timestep"
+                if int(m.opt.integrator) in _EXPLICIT_INTEGRATORS
+                else "lower <option timestep=...>"
+            )
+            causes.append(
+                f"likely cause: the timestep {timestep:g} s is too large for the scene's stiffness and gains "
+                f"(servo kv/kp, joint stiffness, small armature or mass) with the {integrator} integrator; "
+                f"{advice}, or soften the gains"
+            )
+        if capacity:
+            problems.extend(f"MuJoCo warned '{text}'" for text in capacity)
+            causes.append("contacts or constraints were dropped: raise <size memory=...> in the MJCF")
+        self._diverged = (
+            f"unstable simulation in {self.scene_path} during {during}: {'; '.join(problems)}; {'; '.join(causes)}"
+        )
+        raise UnstableSimulationError(self._diverged)
+
+    def _dof_joint_name(self, dof: int) -> str:
+        if not 0 <= dof < self.model.nv:
+            return f"dof #{dof}"
+        joint = int(self.model.dof_jntid[dof])
+        return mujoco.mj_id2name(self.model, mujoco.mjtObj.mjOBJ_JOINT, joint) or f"#{joint}"
+
     # ----------------------------------------------------------------- internals
 
     def _checked_vector(self, values: Vector, what: str) -> np.ndarray:
@@ -456,8 +643,10 @@ class ReachEnv:
         return vector
 
     def _checked_configuration(self, values: Vector, what: str) -> np.ndarray:
+        """Finite, one value per joint, inside the limits give or take LIMIT_TOLERANCE (reset and set_state)."""
         configuration = self._checked_vector(values, what)
-        outside = (configuration < self.joint_lower) | (configuration > self.joint_upper)
+        slack = np.minimum(LIMIT_TOLERANCE, LIMIT_TOLERANCE * (self.joint_upper - self.joint_lower))
+        outside = (configuration < self.joint_lower - slack) | (configuration > self.joint_upper + slack)
         if outside.any():
             names = [n for n, bad in zip(self.joint_names, outside, strict=True) if bad]
             raise ValueError(f"{what} is outside the joint limits of {names}: {configuration}")

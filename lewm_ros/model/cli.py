@@ -13,17 +13,32 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     info.add_argument("model", help="preset name (paper, reach64) or bundle directory")
     info.set_defaults(run=model_info)
 
+    from lewm_ros.cli import float_in, int_in
+
     imp = subparsers.add_parser(
-        "import-reference", help="convert a reference stable-worldmodel LeWM state dict into a bundle"
-    )
+        "import-reference", help="convert a reference stable-worldmodel LeWM state dict into a bundle",
+        description="Convert a reference LeWM state dict into a bundle; prints the config it inferred. Head "
+        "counts and the frameskip x action_dim split are not in the weights: give them when they differ from "
+        "the paper's.",
+    )  # fmt: skip
     imp.add_argument("state_dict", type=Path, help="torch file holding the reference LeWM state dict")
     imp.add_argument("--out", type=Path, required=True, help="bundle directory to write")
-    imp.add_argument("--encoder-heads", type=int, default=3, help="ViT attention heads (paper: 3)")
-    imp.add_argument("--predictor-heads", type=int, default=16, help="predictor attention heads (paper: 16)")
-    imp.add_argument("--frameskip", type=int, default=5, help="env steps per action block (paper: 5)")
-    imp.add_argument("--history", type=int, default=3, help="predictor context frames (paper: 3)")
-    imp.add_argument("--action-mean", type=float, nargs="+", help="per-dimension action mean (default 0)")
-    imp.add_argument("--action-std", type=float, nargs="+", help="per-dimension action std (default 1)")
+    imp.add_argument("--encoder-heads", type=int_in(1, 1024), default=3, help="ViT attention heads (paper: 3)")
+    imp.add_argument("--predictor-heads", type=int_in(1, 1024), default=16,
+                     help="predictor attention heads (paper: 16)")
+    imp.add_argument("--frameskip", type=int_in(1, 1000), default=5, help="env steps per action block (paper: 5)")
+    imp.add_argument("--action-dim", type=int_in(1, 1000),
+                     help="action dimensions; frameskip x action_dim must equal the checkpoint's action input "
+                     "width (default: that width / frameskip)")
+    imp.add_argument("--history", type=int_in(1, 1000),
+                     help="predictor context frames (default: every frame the checkpoint's position embedding "
+                     "covers; fewer needs --force)")
+    imp.add_argument("--force", action="store_true",
+                     help="accept a --history shorter than the checkpoint's position embedding (drops positions)")
+    imp.add_argument("--action-mean", type=float_in(-1e9, 1e9), nargs="+",
+                     help="per-dimension action mean (default 0)")
+    imp.add_argument("--action-std", type=float_in(0.0, 1e9, low_open=True), nargs="+",
+                     help="per-dimension action std, positive (default 1)")
     imp.set_defaults(run=import_reference_cmd)
 
     exp = subparsers.add_parser(
@@ -81,31 +96,68 @@ def model_info(args: argparse.Namespace) -> int:
 
 
 def import_reference_cmd(args: argparse.Namespace) -> int:
+    """Import, print the inferred config, write the bundle; every refusal is one stderr line, exit 2.
+
+    Refused before anything is written: a frameskip x action_dim split that is not the checkpoint's action
+    input width, a --history that would drop position embeddings (without --force), action statistics
+    whose length is not action_dim.
+    """
     import torch
 
+    from lewm_ros.cli import one_line
     from lewm_ros.model.bundle import save_bundle
-    from lewm_ros.model.reference_import import ReferenceImportError, import_reference
+    from lewm_ros.model.reference_import import (
+        ReferenceImportError,
+        import_reference,
+        normalise_reference_state,
+        reference_history,
+    )
+
+    def fail(message: object) -> int:
+        print(f"lewm-ros import-reference: error: {one_line(message)}", file=sys.stderr)
+        return 2
 
     if not args.state_dict.is_file():
-        print(f"error: {args.state_dict}: no such file", file=sys.stderr)
-        return 2
+        return fail(f"{args.state_dict}: no such file")
     try:
         state = torch.load(args.state_dict, map_location="cpu", weights_only=True)
     except Exception as err:  # torch raises several types for bad files
-        print(f"error: {args.state_dict}: cannot read a state dict: {err}", file=sys.stderr)
-        return 2
+        return fail(f"{args.state_dict}: cannot read a state dict: {err}")
     if not isinstance(state, dict):
-        print(f"error: {args.state_dict}: expected a state dict, got {type(state).__name__}", file=sys.stderr)
-        return 2
+        return fail(f"{args.state_dict}: expected a state dict, got {type(state).__name__}")
     try:
+        state = normalise_reference_state(state)
+        frames = reference_history(state)
+        if args.history is not None and args.history < frames and not args.force:
+            return fail(
+                f"--history {args.history} would drop {frames - args.history} of the {frames} frames the "
+                f"checkpoint's position embedding covers (the reference rolls out over all {frames}); leave "
+                "--history out, or pass --force to truncate"
+            )
         model = import_reference(
-            state, history=args.history, encoder_heads=args.encoder_heads,
-            predictor_heads=args.predictor_heads, frameskip=args.frameskip,
-        )
-        save_bundle(model, args.out, args.action_mean, args.action_std, extra={"source": str(args.state_dict)})
+            state, history=args.history if args.history is not None else frames,
+            encoder_heads=args.encoder_heads, predictor_heads=args.predictor_heads, frameskip=args.frameskip,
+            action_dim=args.action_dim,
+        )  # fmt: skip
+        cfg = model.cfg
+        dim = cfg.action.action_dim
+        for name, values in (("--action-mean", args.action_mean), ("--action-std", args.action_std)):
+            if values is not None and len(values) != dim:
+                return fail(f"{name} needs {dim} values (action_dim), got {len(values)}")
     except (ReferenceImportError, ValueError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
+        return fail(err)
+    enc, pred, act = cfg.encoder, cfg.predictor, cfg.action
+    print(
+        f"inferred config: image {enc.image_size}x{enc.image_size}, patch {enc.patch_size}, encoder {enc.layers} "
+        f"layers x {enc.heads} heads (width {enc.width}), predictor {pred.layers} layers x {pred.heads} heads "
+        f"x {pred.dim_head}, frameskip {act.frameskip} x action_dim {act.action_dim} (action input "
+        f"{act.frameskip * act.action_dim}), history {pred.history} (checkpoint positions: {frames}), "
+        f"latent {cfg.latent_dim}"
+    )
+    try:
+        save_bundle(model, args.out, args.action_mean, args.action_std, extra={"source": str(args.state_dict)})
+    except (OSError, ValueError) as err:
+        return fail(err)
     counts = parameter_counts(model)
     print(f"wrote bundle {args.out} ({counts['total']:,d} parameters)")
     return 0

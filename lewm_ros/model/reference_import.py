@@ -6,7 +6,11 @@ both are read. Separate q/k/v projections are fused into our single qkv Linear (
 Numerics already agree by construction: LayerNorm eps 1e-12 in the ViT, exact GELU, ImageNet pixel
 normalisation, position embeddings covering the [CLS] token, 1e-6 non-affine AdaLN norms.
 
-Attention head counts are not recoverable from weights, so they are arguments (paper values by default).
+Attention head counts are not recoverable from weights, so they are arguments (paper values by default),
+and so is the split of the action input width into frameskip x action_dim: `action_dim`, when given, is
+checked against the width. `history` defaults to the frames the checkpoint's position embedding covers
+(the reference's own rollout default); a shorter one drops positions, which the command line refuses
+without --force.
 """
 
 from __future__ import annotations
@@ -78,6 +82,28 @@ def _split_param(rest: str) -> tuple[str, str]:
     return module, param
 
 
+def reference_history(state: dict[str, Tensor]) -> int:
+    """Frames covered by the checkpoint's predictor position embedding (shape (1, frames, dim))."""
+    if "predictor.pos_embedding" not in state:
+        raise ReferenceImportError("missing key 'predictor.pos_embedding': not a reference LeWM state dict")
+    embedding = state["predictor.pos_embedding"]
+    if not isinstance(embedding, Tensor) or embedding.dim() != 3 or embedding.shape[1] < 1:
+        shape = tuple(embedding.shape) if isinstance(embedding, Tensor) else type(embedding).__name__
+        raise ReferenceImportError(f"predictor.pos_embedding must have shape (1, frames, dim), got {shape}")
+    return int(embedding.shape[1])
+
+
+def normalise_reference_state(state: dict[str, Tensor]) -> dict[str, Tensor]:
+    """The bare state dict: unwrap a Lightning-style {'state_dict': ...}, strip model./module. prefixes,
+    and refuse entries that are not tensors."""
+    if "state_dict" in state and isinstance(state["state_dict"], dict):
+        state = state["state_dict"]
+    not_tensors = sorted(str(k) for k, v in state.items() if not isinstance(k, str) or not isinstance(v, Tensor))
+    if not_tensors:
+        raise ReferenceImportError(f"state dict entries that are not named tensors: {not_tensors[:10]}")
+    return _strip_prefix(state, ("model.", "module."))
+
+
 def convert_reference_state_dict(state: dict[str, Tensor], history: int = 3) -> dict[str, Tensor]:
     """Rename (and fuse q/k/v of) a reference LeWM state dict into ours. Unknown keys -> error."""
     out: dict[str, Tensor] = {}
@@ -88,7 +114,7 @@ def convert_reference_state_dict(state: dict[str, Tensor], history: int = 3) -> 
             out[_FIXED[key]] = value
             continue
         if key == "predictor.pos_embedding":
-            if value.shape[1] < history:
+            if reference_history(state) < history:
                 raise ReferenceImportError(
                     f"predictor.pos_embedding covers {value.shape[1]} frames, fewer than history {history}"
                 )
@@ -127,9 +153,22 @@ def convert_reference_state_dict(state: dict[str, Tensor], history: int = 3) -> 
 
 
 def infer_reference_config(
-    state: dict[str, Tensor], encoder_heads: int = 3, predictor_heads: int = 16, frameskip: int = 5, history: int = 3
+    state: dict[str, Tensor],
+    encoder_heads: int = 3,
+    predictor_heads: int = 16,
+    frameskip: int = 5,
+    history: int | None = 3,
+    action_dim: int | None = None,
 ) -> LeWMConfig:
-    """Sizes from tensor shapes; head counts, frameskip and history from the arguments."""
+    """Sizes from tensor shapes; head counts, frameskip and history from the arguments (history None:
+    the position embedding's length); action_dim, when given, must split the action input width."""
+    given = {"encoder_heads": encoder_heads, "predictor_heads": predictor_heads, "frameskip": frameskip,
+             "history": history, "action_dim": action_dim}
+    for name, value in given.items():
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
+            raise ReferenceImportError(f"{name} must be a positive integer, got {value!r}")
+    if history is None:
+        history = reference_history(state)
 
     def need(key: str) -> Tensor:
         if key not in state:
@@ -148,9 +187,19 @@ def infer_reference_config(
     inner = qkv.shape[0] // 3
     if inner % predictor_heads:
         raise ReferenceImportError(f"predictor inner dim {inner} is not divisible by {predictor_heads} heads")
+    if width % encoder_heads:
+        raise ReferenceImportError(f"encoder width {width} is not divisible by {encoder_heads} heads")
     block_dim = need("action_encoder.patch_embed.weight").shape[1]
+    if action_dim is not None and frameskip * action_dim != block_dim:
+        raise ReferenceImportError(
+            f"frameskip {frameskip} x action_dim {action_dim} = {frameskip * action_dim}, but the checkpoint's "
+            f"action input is {block_dim} wide; splits that fit: {_splits(block_dim)}"
+        )
     if block_dim % frameskip:
-        raise ReferenceImportError(f"action block width {block_dim} is not a multiple of frameskip {frameskip}")
+        raise ReferenceImportError(
+            f"action block width {block_dim} is not a multiple of frameskip {frameskip}; splits that fit: "
+            f"{_splits(block_dim)}"
+        )
     latent = need("projector.net.3.weight").shape[0]
     return LeWMConfig(
         latent_dim=latent,
@@ -171,21 +220,27 @@ def infer_reference_config(
     )
 
 
+def _splits(width: int) -> str:
+    return ", ".join(f"frameskip {f} x action_dim {width // f}" for f in range(1, width + 1) if width % f == 0)
+
+
 def _count_layers(state: dict[str, Tensor], patterns: tuple[re.Pattern[str], ...]) -> int:
     indices = {int(m.group(1)) for key in state for p in patterns if (m := p.match(key))}
     return max(indices) + 1 if indices else 0
 
 
 def import_reference(
-    state: dict[str, Tensor], history: int = 3, **config_args: int
+    state: dict[str, Tensor], history: int | None = 3, **config_args: int | None
 ) -> LeWM:
-    """A LeWM whose outputs equal the reference model's for the same state dict (eval mode)."""
-    if "state_dict" in state and isinstance(state["state_dict"], dict):
-        state = state["state_dict"]  # a Lightning-style checkpoint
-    state = _strip_prefix(state, ("model.", "module."))
-    cfg = infer_reference_config(state, history=history, **config_args)
+    """A LeWM whose outputs equal the reference model's for the same state dict (eval mode).
+
+    history None takes every frame of the checkpoint's position embedding; config_args go to
+    infer_reference_config (encoder_heads, predictor_heads, frameskip, action_dim).
+    """
+    state = normalise_reference_state(state)
+    cfg = infer_reference_config(state, history=history, **config_args)  # type: ignore[arg-type]
     model = LeWM(cfg)
-    converted = convert_reference_state_dict(state, history=history)
+    converted = convert_reference_state_dict(state, history=cfg.predictor.history)
     expected = model.state_dict()
     missing = sorted(set(expected) - set(converted))
     if missing:
