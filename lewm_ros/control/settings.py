@@ -67,9 +67,9 @@ PARAMETERS: tuple[Param, ...] = (
     Param("horizon", 5, int, "planned action blocks", low=1, high=64),
     Param("receding_horizon", 1, int, "blocks executed before replanning (1..horizon)", low=1, high=64),
     Param("warm_start", True, bool, "start each plan from the previous one, shifted"),
-    Param("deadline_ms", 80.0, float, "planning time budget; the best plan so far is used when it runs out "
+    Param("deadline_ms", 30.0, float, "planning time budget; the best plan so far is used when it runs out "
           "(0: none)", low=0.0, high=60000.0),
-    Param("plan_overrun_ms", 250.0, float, "a plan slower than this is discarded and the safe command sent",
+    Param("plan_overrun_ms", 100.0, float, "a plan slower than this is discarded and the safe command sent",
           low=1.0, high=60000.0),
     Param("seed", 0, int, "planner random seed", low=0, high=2**31 - 1),
     Param("action_scale", [2.0], list, "joint speed (rad/s) of a model action of 1.0, one value or one per joint",
@@ -82,6 +82,9 @@ PARAMETERS: tuple[Param, ...] = (
           low=1.0, high=60000.0),
     Param("max_frame_age_ms", 0.0, float, "drop frames whose header stamp is older than this on the node clock "
           "(0: do not check stamps)", low=0.0, high=60000.0),
+    Param("frame_sync_ms", 0.0, float, "at each block start wait up to this long for a frame stamped at or after "
+          "the tick's clock time (use with a simulator's /clock; 0: take the newest frame at once)",
+          low=0.0, high=1000.0),
     Param("invalid_frame_burst", 5, int, "this many invalid frames in a row -> safe command until a valid one",
           low=1, high=10000),
     Param("trajectory_duration_ms", 100.0, float, "time_from_start of joint_trajectory points: the arm stops at "
@@ -139,6 +142,7 @@ class AgentSettings:
     safe_action: str
     frame_timeout_ms: float
     max_frame_age_ms: float
+    frame_sync_ms: float
     invalid_frame_burst: int
     trajectory_duration_ms: float
     surprise_factor: float

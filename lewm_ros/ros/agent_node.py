@@ -86,6 +86,7 @@ class AgentStats:
     overruns: int = 0
     errors: int = 0
     goals: int = 0
+    unsynchronised: int = 0  # block frames older than the tick (frame_sync_ms ran out)
     last_cost: float = math.nan
     last_command: float = math.nan  # monotonic time of the last command
 
@@ -515,7 +516,7 @@ class LewmAgent(LifecycleNode):
         """One tick of closed-loop control; returns a stop reason instead of commanding when unsafe."""
         mpc, s, stats = self.mpc, self.settings, self.stats
         if mpc.at_block_start:
-            frame = self._frame
+            frame = self._synchronised_frame()
             observation = mpc.observe(frame.pixels)
             if observation.surprise is not None:
                 if self.surprise.update(observation.surprise):
@@ -526,6 +527,9 @@ class LewmAgent(LifecycleNode):
                 if self.surprise.alarm and s.surprise_action == "hold":
                     return "surprise alarm (hold until re-enabled)"
             if mpc.needs_plan:
+                # Zero iterations within the deadline still leaves a usable plan when warm: the previous plan,
+                # shifted by the blocks executed since (the planner's warm-start mean).
+                warm = mpc.planner.warm and s.warm_start
                 result = mpc.plan()
                 stats.plans += 1
                 stats.partial_plans += int(result.partial)
@@ -535,8 +539,10 @@ class LewmAgent(LifecycleNode):
                 if result.time_ms > s.plan_overrun_ms:
                     stats.overruns += 1
                     return f"plan overrun ({result.time_ms:.0f} ms > {s.plan_overrun_ms:g} ms)"
-                if not math.isfinite(result.cost) or not np.all(np.isfinite(result.plan)):
+                if not np.all(np.isfinite(result.plan)):
                     return "non-finite plan"
+                if not math.isfinite(result.cost) and not (result.iterations == 0 and warm):
+                    return "no plan within the deadline" if result.iterations == 0 else "non-finite plan cost"
                 self._latency_from = frame.received
                 self.source_pub.publish(frame.header)  # which camera frame this plan saw: latency from a bag
         velocity = self.shaper.velocity(mpc.next_action())
@@ -551,6 +557,23 @@ class LewmAgent(LifecycleNode):
             self.get_logger().info(f"resuming control (was stopped: {self._stopped})")
             self._stopped = None
         return None
+
+    def _synchronised_frame(self) -> Frame:
+        """The newest frame; with frame_sync_ms > 0, wait up to that long for one stamped at or after this tick's
+        clock time. Under use_sim_time the simulator stamps a frame with the step it shows, so this pairs each
+        block boundary with the frame of that very step instead of, by a race, the step before."""
+        limit = self.settings.frame_sync_ms / 1000.0
+        frame = self._frame
+        if limit <= 0:
+            return frame
+        tick = self.get_clock().now().nanoseconds
+        deadline = time.monotonic() + limit
+        while Time.from_msg(frame.header.stamp).nanoseconds < tick and time.monotonic() < deadline:
+            time.sleep(0.0005)
+            frame = self._frame
+        if Time.from_msg(frame.header.stamp).nanoseconds < tick:
+            self.stats.unsynchronised += 1
+        return frame
 
     def _stop(self, reason: str) -> None:
         self._publish_safe()
@@ -630,6 +653,7 @@ class LewmAgent(LifecycleNode):
             "plans": str(stats.plans),
             "partial_plans": str(stats.partial_plans),
             "plan_overruns": str(stats.overruns),
+            "unsynchronised_frames": str(stats.unsynchronised),
             "errors": str(stats.errors),
             "plan_cost": f"{stats.last_cost:.4g}",
             "surprise": f"{self.surprise.latest:.4g}",

@@ -489,8 +489,6 @@ class MujocoSim(Node):
     def _publish_step(self, result: StepResult) -> None:
         obs = result.observation
         self._qpos = obs.qpos
-        if self._clock_pub is not None:
-            self._clock_pub.publish(Clock(clock=sim_time_msg(self.sim_time_ns)))
         stamp = self._stamp()
         joints = JointState()
         joints.header.stamp = stamp
@@ -507,6 +505,9 @@ class MujocoSim(Node):
             self._image_pub.publish(rgb_to_image(obs.pixels, "rgb8", CAMERA_FRAME, stamp))
             self._camera_info.header.stamp = stamp
             self._info_pub.publish(self._camera_info)
+        if self._clock_pub is not None:
+            # The clock last: a node ticking on /clock (use_sim_time) then finds this step's frame already sent.
+            self._clock_pub.publish(Clock(clock=sim_time_msg(self.sim_time_ns)))
 
     # ----------------------------------------------------------------- commands (executor threads)
 
