@@ -288,12 +288,13 @@ def run_episode(ros_context, teleport_at: int | None, seed: int = 3):
         arm.pump(5.0 if teleport_at is None else 6.0, maybe_teleport)
         monitor = rig.agent.surprise
         commands = list(rig.received.commands)
+        diagnostics = {kv.key: kv.value for kv in rig.agent.diagnostics().values}
         env.close()
-        return monitor, commands, marks, list(rig.received.surprise)
+        return monitor, commands, marks, list(rig.received.surprise), diagnostics
 
 
 def test_surprise_alarm_fires_on_a_teleport_and_holds_the_arm(ros_context):
-    monitor, commands, marks, surprise = run_episode(ros_context, teleport_at=40)
+    monitor, commands, marks, surprise, _ = run_episode(ros_context, teleport_at=40)
     assert "teleport" in marks, "the episode never reached the teleport"
     assert monitor.alarm and monitor.alarms == 1, f"surprise trace {surprise}, threshold {monitor.threshold}"
     alarm_commands = [v for t, v in commands if t > marks["teleport"] + 0.5]
@@ -301,8 +302,8 @@ def test_surprise_alarm_fires_on_a_teleport_and_holds_the_arm(ros_context):
 
 
 def test_no_surprise_alarm_in_a_normal_episode(ros_context):
-    monitor, commands, _, surprise = run_episode(ros_context, teleport_at=None)
-    assert len(commands) > 60 and len(surprise) > 10
+    monitor, commands, _, surprise, diagnostics = run_episode(ros_context, teleport_at=None)
+    assert len(commands) > 60 and len(surprise) > 10, diagnostics
     assert not monitor.alarm, f"false alarm: surprise trace {surprise}, threshold {monitor.threshold}"
     assert max(surprise) < monitor.threshold
 

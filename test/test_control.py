@@ -13,7 +13,14 @@ import yaml
 
 from lewm_ros.control.command import CommandShaper, UnsafeCommandError
 from lewm_ros.control.mpc import LatentMPC
-from lewm_ros.control.settings import PARAMETER_NAMES, PARAMETERS, SettingsError, build_settings, check_value
+from lewm_ros.control.settings import (
+    PARAMETER_NAMES,
+    PARAMETERS,
+    SettingsError,
+    build_settings,
+    check_value,
+    yaml_text,
+)
 from lewm_ros.control.surprise import SurpriseMonitor, threshold_from_bundle
 from lewm_ros.data.frames import FrameSizeError, fit_frame
 from lewm_ros.model.bundle import PixelEncoder
@@ -25,7 +32,9 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def test_agent_yaml_documents_exactly_the_declared_parameters_with_valid_values():
-    params = yaml.safe_load((ROOT / "config" / "lewm_agent.yaml").read_text())["lewm_agent"]["ros__parameters"]
+    text = (ROOT / "config" / "lewm_agent.yaml").read_text()
+    assert text == yaml_text(), "config/lewm_agent.yaml is stale: python -m lewm_ros.control.settings > it"
+    params = yaml.safe_load(text)["lewm_agent"]["ros__parameters"]
     assert set(params) == set(PARAMETER_NAMES)
     by_name = {p.name: p for p in PARAMETERS}
     for name, value in params.items():

@@ -267,6 +267,8 @@ class LewmAgent(LifecycleNode):
             raise SettingsError("; ".join(self._declare_errors.values()))
         settings = build_settings(self._parameter_values())
         device = resolve_device(settings.device)
+        if settings.torch_threads > 0:
+            torch.set_num_threads(settings.torch_threads)  # process-wide: the agent owns its process on a robot
         bundle_path = find_bundle(settings.bundle)
         bundle = load_bundle(bundle_path, device=device)
         action_dim = bundle.config.action.action_dim
