@@ -32,6 +32,9 @@ os.environ.setdefault("MUJOCO_GL", "egl")
 
 ROWS: dict[str, dict[str, object]] = {
     "default": {},  # config/lewm_agent.yaml defaults
+    "default_1thread": {"torch_threads": 1},  # the camera/sim process shares the 2 cores
+    "demo": {"torch_threads": 1, "planner": "cem", "samples": 64, "iterations": 6, "warm_iterations": 2,
+             "elites": 8, "deadline_ms": 25.0},  # config/sim_reach.yaml's agent
     "light": {"planner": "icem", "samples": 64, "iterations": 6, "warm_iterations": 2, "elites": 8},
     "heavy": {"planner": "cem", "samples": 300, "iterations": 30, "warm_iterations": 10, "elites": 30,
               "deadline_ms": 0.0, "plan_overrun_ms": 60000.0},

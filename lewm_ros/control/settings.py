@@ -17,7 +17,7 @@ from lewm_ros.data.frames import IMAGE_POLICIES
 from lewm_ros.planning.core import PLANNERS, PlannerConfig
 
 COMMAND_TYPES = ("float64_multi_array", "joint_trajectory")
-COMMAND_INTERFACES = ("velocity", "position")
+COMMAND_INTERFACES = ("velocity", "effort", "position")
 SURPRISE_ACTIONS = ("warn", "hold")
 DEVICES = ("auto", "cpu", "cuda")
 PRECISIONS = ("fp32", "bf16", "fp16", "auto")
@@ -54,8 +54,9 @@ PARAMETERS: tuple[Param, ...] = (
     Param("command_topic", "/velocity_controller/commands", str, "where commands go"),
     Param("command_type", "float64_multi_array", str, "float64_multi_array (ros2_control forward command "
           "controller) or joint_trajectory (joint_trajectory_controller)", choices=COMMAND_TYPES),
-    Param("command_interface", "velocity", str, "velocity: commands are joint speeds (rad/s); position: commands are "
-          "targets integrated from the planned speeds", choices=COMMAND_INTERFACES),
+    Param("command_interface", "velocity", str, "velocity: commands are joint speeds (action x action_scale, rad/s); "
+          "effort: commands are torques (action x action_scale, N m; torque-trained bundles); position: commands "
+          "are targets integrated from the planned speeds", choices=COMMAND_INTERFACES),
     Param("joint_names", None, list, "commanded joints, in the bundle's action order (required)"),
     Param("control_rate_hz", 20.0, float, "commands per second; should equal 1/control_dt of the training data",
           low=0.5, high=1000.0),
@@ -72,9 +73,11 @@ PARAMETERS: tuple[Param, ...] = (
     Param("plan_overrun_ms", 100.0, float, "a plan slower than this is discarded and the safe command sent",
           low=1.0, high=60000.0),
     Param("seed", 0, int, "planner random seed", low=0, high=2**31 - 1),
-    Param("action_scale", [2.0], list, "joint speed (rad/s) of a model action of 1.0, one value or one per joint",
+    Param("action_scale", [2.0], list, "joint speed (rad/s; N m for effort) of a model action of 1.0, one value or "
+          "one per joint",
           items=float),
-    Param("max_command", [2.0], list, "absolute limit on commanded joint speed (rad/s), one value or one per joint",
+    Param("max_command", [2.0], list, "absolute limit on the command (rad/s; N m for effort), one value or one per "
+          "joint",
           items=float),
     Param("safe_action", "zeros", str, "zeros (velocity interfaces) or hold (last measured position; position and "
           "trajectory interfaces). Never zero position.", choices=SAFE_ACTIONS),
@@ -229,7 +232,10 @@ def build_settings(values: dict[str, Any]) -> AgentSettings:
             "the zero pose, not a stop"
         )
     if not needs_hold and settings.safe_action != "zeros":
-        raise SettingsError("parameter safe_action must be zeros for velocity commands on float64_multi_array")
+        raise SettingsError(
+            "parameter safe_action must be zeros for velocity or effort commands on float64_multi_array (zero "
+            "speed / zero torque)"
+        )
     if settings.plan_overrun_ms <= settings.deadline_ms:
         raise SettingsError(
             f"parameter plan_overrun_ms ({settings.plan_overrun_ms:g}) must exceed deadline_ms "
