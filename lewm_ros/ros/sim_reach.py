@@ -75,8 +75,9 @@ def run(args: argparse.Namespace) -> int:
     except (FileNotFoundError, ValueError, RuntimeError) as err:
         print(f"lewm-ros sim-reach: error: {err}", file=sys.stderr)
         return 1
+    video = f", video {summary['video']}" if "video" in summary else ""
     print(f"success rate {summary['success_rate']:.0%} ({summary['successes']}/{summary['episodes']}); "
-          f"summary in {args.out / 'summary.json'}")  # fmt: skip
+          f"summary in {args.out / 'summary.json'}{video}")  # fmt: skip
     return 0
 
 
@@ -160,7 +161,7 @@ class DemoDriver:
         self._cost = float("nan")
         self._sim_time = 0.0
         self._camera_count = 0
-        self._episode = 0
+        self._episode: int | None = None
         self._reset = self.node.create_client(Trigger, "/mujoco_sim/reset")
         self._enable = self.node.create_client(SetBool, "/lewm_agent/enable")
         self._trigger, self._set_bool = Trigger, SetBool
@@ -186,7 +187,7 @@ class DemoDriver:
         from lewm_ros.ros.image_codec import to_rgb
 
         self._camera_count += 1
-        if self._goal is None or self._camera_count % self.recording.every:
+        if self._goal is None or self._episode is None or self._camera_count % self.recording.every:
             return
         self.recording.frames.append((np.array(to_rgb(msg)), self._goal, self._surprise, self._cost, self._episode))
 
@@ -221,6 +222,7 @@ class DemoDriver:
         return future.result()
 
     def run_episode(self, index: int, budget_s: float) -> EpisodeResult:
+        self._episode = None  # no video frames while the arm is reset
         self._call(self._enable, self._set_bool.Request(data=False))
         goals_before = self._goal_count
         reply = self._call(self._reset, self._trigger.Request())
@@ -232,6 +234,7 @@ class DemoDriver:
         time.sleep(0.1)  # let the agent take the new goal too (same transient-local message)
         self._episode = index
         self._success, self._errors, self._surprises = False, [], []
+        self._surprise = self._cost = float("nan")
         start = self._sim_time
         self._call(self._enable, self._set_bool.Request(data=True))
         stalled_since = time.monotonic()
