@@ -44,10 +44,18 @@ def test_sim_reach_runs_episodes_through_ros_and_writes_summary_and_video(tmp_pa
     assert len(frames) > 10 and frames[0].shape[1] == 2 * 192
 
 
-def test_sim_reach_reports_a_bad_bundle_in_one_line(tmp_path, capsys):
+def test_sim_reach_reports_a_bad_bundle_or_scene_in_one_line_before_any_node_starts(tmp_path, capsys):
     code = main(["sim-reach", "--episodes", "1", "--bundle", str(tmp_path / "missing"), "--out", str(tmp_path)])
     err = capsys.readouterr().err
-    assert code == 1 and "lewm_agent failed to configure" in err
+    assert code == 1 and "bundle not found" in err and len(err.strip().splitlines()) == 1
+    broken = tmp_path / "broken"
+    broken.mkdir()
+    (broken / "model.json").write_text("{")
+    assert main(["sim-reach", "--bundle", str(broken), "--out", str(tmp_path)]) == 1
+    assert "corrupt JSON" in capsys.readouterr().err
+    assert main(["sim-reach", "--scene", "nowhere", "--out", str(tmp_path)]) == 1
+    assert "scene file not found" in capsys.readouterr().err
+    assert main(["sim-reach", "--speed-factor", "nan"]) == 2
 
 
 class Graph:

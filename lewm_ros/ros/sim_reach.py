@@ -26,19 +26,22 @@ TRACE_HEIGHT = 96
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
+    from lewm_ros.cli import float_in, int_in
+
     parser = subparsers.add_parser(
         "sim-reach", help="the reaching demo (MuJoCo sim + LeWM agent over ROS 2) in one process",
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
     )  # fmt: skip
-    parser.add_argument("--episodes", type=int, default=3, help="episodes to run (default 3)")
-    parser.add_argument("--episode-seconds", type=float, default=10.0,
+    parser.add_argument("--episodes", type=int_in(1, 100_000), default=3, help="episodes to run (default 3)")
+    parser.add_argument("--episode-seconds", type=float_in(0.0, 3600.0, low_open=True), default=10.0,
                         help="simulated seconds per episode before it counts as a failure (default 10)")
     parser.add_argument("--out", type=Path, default=Path("sim_reach_out"), help="summary.json and video go here")
     parser.add_argument("--config", default="sim_reach.yaml", help="parameter YAML for the graph")
     parser.add_argument("--scene", help="MJCF scene (overrides the YAML)")
     parser.add_argument("--bundle", help="model bundle (overrides the YAML)")
     parser.add_argument("--device", choices=("auto", "cpu", "cuda"), help="agent device (overrides the YAML)")
-    parser.add_argument("--speed-factor", type=float, help="simulated seconds per wall second (overrides the YAML)")
+    parser.add_argument("--speed-factor", type=float_in(0.0, 1000.0),
+                        help="simulated seconds per wall second, 0 = as fast as possible (overrides the YAML)")
     parser.add_argument("--headless", action="store_true",
                         help="accepted for parity with the launch file; this command never opens a window")
     parser.add_argument("--no-video", action="store_true", help="skip the video")
@@ -67,13 +70,13 @@ class Recording:
 
 
 def run(args: argparse.Namespace) -> int:
-    if args.episodes < 1 or not args.episode_seconds > 0:
-        print("lewm-ros sim-reach: error: --episodes and --episode-seconds must be positive", file=sys.stderr)
-        return 2
     try:
         summary = run_demo(args)
     except (FileNotFoundError, ValueError, RuntimeError) as err:
         print(f"lewm-ros sim-reach: error: {err}", file=sys.stderr)
+        return 1
+    except Exception as err:  # a node refusing its parameters (rclpy ParameterException, ...): one line, no traceback
+        print(f"lewm-ros sim-reach: error: {type(err).__name__}: {err}", file=sys.stderr)
         return 1
     video = f", video {summary['video']}" if "video" in summary else ""
     print(f"success rate {summary['success_rate']:.0%} ({summary['successes']}/{summary['episodes']}); "
@@ -87,11 +90,15 @@ def run_demo(args: argparse.Namespace) -> dict[str, Any]:
     from rclpy.context import Context
     from rclpy.executors import MultiThreadedExecutor
 
+    from lewm_ros.model.bundle import read_meta
+    from lewm_ros.model.shipped import find_bundle
     from lewm_ros.ros.agent_node import LewmAgent
-    from lewm_ros.ros.bringup import find_config, parameter_overrides
+    from lewm_ros.ros.bringup import find_config, node_section, parameter_overrides
     from lewm_ros.ros.mujoco_sim import MujocoSim
 
     config = find_config(args.config)
+    bundle = args.bundle or node_section(config, "lewm_agent").get("bundle", "reach2d")
+    read_meta(find_bundle(bundle))  # a missing or broken bundle fails here, before any node starts
     sim_overrides = {k: v for k, v in (("scene", args.scene), ("speed_factor", args.speed_factor)) if v is not None}
     agent_overrides = {k: v for k, v in (("bundle", args.bundle), ("device", args.device)) if v is not None}
     args.out.mkdir(parents=True, exist_ok=True)
