@@ -723,7 +723,10 @@ class LewmAgent(LifecycleNode):
 
     def publish_safe_and_stop(self) -> None:
         """For Ctrl-C and process exit: whatever the state, leave the arm with the safe command."""
-        self._halt("exit")
+        try:
+            self._halt("exit")
+        except Exception as err:  # the context may already be gone (external shutdown): say so, do not crash
+            print(f"lewm_agent: could not send the safe command at exit: {err}", file=sys.stderr)
 
 
 class _StaleFrameError(ValueError):
@@ -732,11 +735,13 @@ class _StaleFrameError(ValueError):
 
 def main(args: list[str] | None = None) -> int:
     """`ros2 run lewm_ros lewm_agent [--autostart]`: spin the agent; --autostart configures and activates it."""
+    from rclpy.signals import SignalHandlerOptions
     from rclpy.utilities import remove_ros_args
 
     argv = remove_ros_args(args if args is not None else sys.argv)
     autostart = "--autostart" in argv[1:]
-    rclpy.init(args=args)
+    # Our own Ctrl-C handling: rclpy's handler would shut the context down before the safe command goes out.
+    rclpy.init(args=args, signal_handler_options=SignalHandlerOptions.NO)
     node = LewmAgent()
     executor = MultiThreadedExecutor(num_threads=4)
     executor.add_node(node)
