@@ -350,16 +350,16 @@ def test_scene_without_actuators_is_refused_naming_what_it_found(tmp_path):
         ReachEnv(scene)
 
 
-def test_torque_motors_are_refused(tmp_path):
+def test_torque_motors_are_effort_joints(tmp_path):  # issue 13: refused before; test/test_any_arm.py has more
     scene = write_scene(tmp_path, planar_arm_xml(2, actuator="motor"))
-    with pytest.raises(ValueError, match="not a velocity"):
-        ReachEnv(scene)
+    with ReachEnv(scene, SMALL) as environment:
+        assert environment.command_interfaces == ("effort", "effort")
 
 
-def test_unlimited_joints_are_refused(tmp_path):
+def test_unlimited_hinges_are_continuous_joints(tmp_path):  # issue 13: refused before
     scene = write_scene(tmp_path, planar_arm_xml(2, limited=False))
-    with pytest.raises(ValueError, match="has no range"):
-        ReachEnv(scene)
+    with ReachEnv(scene, SMALL) as environment:
+        assert environment.continuous.all()
 
 
 def test_malformed_mjcf_is_a_clear_error(tmp_path):

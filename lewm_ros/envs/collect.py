@@ -164,7 +164,7 @@ def episode_seeds(seed: int, index: int) -> tuple[np.random.SeedSequence, np.ran
 def run_episode(env: ReachEnv, policy_name: str, steps: int, seed: int, index: int) -> Episode:
     """Roll out one exploration episode: steps actions, steps + 1 frames."""
     env_seed, policy_seed = episode_seeds(seed, index)
-    policy = make_policy(policy_name, env.joint_lower, env.joint_upper)
+    policy = make_policy(policy_name, *env.joint_limits)
     policy.reset(np.random.default_rng(policy_seed))
     try:
         return _roll_out(env, policy, policy_name, steps, seed, env_seed)
@@ -215,11 +215,27 @@ def file_attributes(env: ReachEnv, spec: CollectionSpec) -> dict[str, Any]:
         "joint_names": list(env.joint_names),
         "joint_lower": env.joint_lower,
         "joint_upper": env.joint_upper,
-        "max_joint_speed": env.max_joint_speed,
-        "action_space": "joint velocity / max_joint_speed, clipped to [-1, 1]",
+        "max_joint_speed": env.max_joint_speed,  # NaN on torque joints
+        "max_joint_effort": env.max_joint_effort,  # NaN on servo joints
+        "command_interfaces": list(env.command_interfaces),
+        "action_scale": env.action_scale,
+        "continuous_joints": [name for name, c in zip(env.joint_names, env.continuous, strict=True) if c],
+        "action_space": _action_space(env),
         "success_tolerance": env.config.success_tolerance,
         "show_target": env.config.show_target,
     }
+
+
+def _action_space(env: ReachEnv) -> str:
+    """What one action component means, per joint kind (velocity servos, torque motors or both)."""
+    kinds = set(env.command_interfaces)
+    parts = []
+    if "velocity" in kinds:
+        parts.append("joint velocity / max_joint_speed")
+    if "effort" in kinds:
+        parts.append("joint effort / max_joint_effort")
+    joined = " or ".join(parts) + (" (per command_interfaces)" if len(parts) > 1 else "")
+    return f"{joined}, clipped to [-1, 1]"
 
 
 # ------------------------------------------------------------------ episode sources
@@ -419,6 +435,13 @@ def _image_size(text: str) -> int | tuple[int, int]:
     return sides[0] if len(sides) == 1 else (sides[0], sides[1])
 
 
+def _speeds(values: list[float] | float | None) -> float | tuple[float, ...] | None:
+    """--max-joint-speed: one value for every joint, or a tuple with one per joint."""
+    if values is None or isinstance(values, float):
+        return values
+    return values[0] if len(values) == 1 else tuple(values)
+
+
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
         "collect",
@@ -443,7 +466,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--control-dt", type=float_in(0.0, MAX_CONTROL_DT, low_open=True),
                         default=ReachConfig.control_dt, help=f"seconds per action, at most {MAX_CONTROL_DT:g}")
     parser.add_argument("--max-joint-speed", type=float_in(0.0, MAX_JOINT_SPEED, low_open=True), default=None,
-                        help="rad/s, overrides the scene")
+                        nargs="+", metavar="SPEED",
+                        help="rad/s (m/s for slides), one value for all joints or one per joint in actuator "
+                        "order; overrides the scene (servo joints only: torque joints are scaled by ctrlrange)")
     parser.add_argument("--show-target", action="store_true", help="render the goal marker into frames")
     existing = parser.add_mutually_exclusive_group()
     existing.add_argument("--append", action="store_true", help="add episodes to an existing file")
@@ -462,7 +487,7 @@ def run_collect(args: argparse.Namespace) -> int:
             camera=args.camera,
             image_size=args.image_size,
             control_dt=args.control_dt,
-            max_joint_speed=args.max_joint_speed,
+            max_joint_speed=_speeds(args.max_joint_speed),
             show_target=args.show_target,
         )
         spec = CollectionSpec(

@@ -1,4 +1,4 @@
-"""Exploration policies that generate offline data: normalised joint-velocity commands in [-1, 1].
+"""Exploration policies that generate offline data: normalised joint commands in [-1, 1] (velocity or effort).
 
 A world model learns only the dynamics its data show. I.i.d. uniform commands (`random`) average out
 and mostly jitter the arm in place; `smooth` commands (an Ornstein-Uhlenbeck process, bounced off the
@@ -62,9 +62,12 @@ class SmoothPolicy:
         sigma: float = 0.2,
         limit_band: float = 0.1,
     ) -> None:
-        span = np.asarray(joint_upper, dtype=np.float64) - np.asarray(joint_lower, dtype=np.float64)
-        self._low_edge = np.asarray(joint_lower) + limit_band * span
-        self._high_edge = np.asarray(joint_upper) - limit_band * span
+        lower = np.asarray(joint_lower, dtype=np.float64)
+        upper = np.asarray(joint_upper, dtype=np.float64)
+        bounded = np.isfinite(lower) & np.isfinite(upper)  # continuous joints (-inf, inf) never bounce
+        span = np.where(bounded, upper - lower, 0.0)
+        self._low_edge = np.where(bounded, lower + limit_band * span, -np.inf)
+        self._high_edge = np.where(bounded, upper - limit_band * span, np.inf)
         self.theta = theta
         self.sigma = sigma
         self._state = np.zeros(len(span))
@@ -126,7 +129,7 @@ POLICIES: dict[str, type] = {"random": RandomPolicy, "smooth": SmoothPolicy, "mi
 
 
 def make_policy(name: str, joint_lower: np.ndarray, joint_upper: np.ndarray) -> ExplorationPolicy:
-    """An exploration policy by name (random, smooth, mixed) for joints with these limits."""
+    """An exploration policy by name (random, smooth, mixed) for joints with these limits (-inf/inf: continuous)."""
     try:
         policy_class = POLICIES[name]
     except KeyError:

@@ -1,25 +1,29 @@
-"""A reach task over any MJCF arm: normalised joint-velocity commands in, camera frames out.
+"""A reach task over any MJCF arm: normalised joint commands in, camera frames out.
 
 The environment reads everything it needs from the scene (actuated joints, their limits, maximum
-speeds, cameras), so a user's own arm works as long as it follows a few conventions:
+speeds and efforts, cameras), so a user's own arm works as long as it follows a few conventions:
 
-- every actuator drives one hinge or slide joint and is a servo MuJoCo can express: a `<velocity>`
-  actuator (ctrl = joint speed), an `<intvelocity>` actuator (ctrl = joint speed, integrated into a
-  position target by the actuator itself) or a `<position>` actuator (ctrl = joint position; the
-  environment integrates the commanded speed into the position target each physics substep);
-- actuated joints are limited (start and goal configurations are drawn inside the ranges);
-- the maximum joint speed is the velocity actuator's symmetric `ctrlrange`, or a custom numeric
-  `max_joint_speed` (one value or one per actuator), or a config override;
+- every actuator drives one hinge or slide joint (joint transmission) and is either a servo MuJoCo can
+  express: a `<velocity>` actuator (ctrl = gear x joint speed), an `<intvelocity>` actuator (the same,
+  integrated into a position target by the actuator itself) or a `<position>` actuator (ctrl = gear x joint
+  position; the environment integrates the commanded speed into the target each physics substep); or a
+  torque actuator: a `<motor>`, or a `<general>` with a fixed gain and no bias or dynamics;
+- hinges may be continuous (no range): starts and goals are drawn on the circle, errors are wrapped;
+  slides and the other hinges are limited (starts and goals are drawn inside the ranges);
+- a servo joint's maximum speed is its velocity actuator's `ctrlrange` / gear, or a custom numeric
+  `max_joint_speed` (one value or one per actuator), or a config override; a torque joint's full effort
+  is its motor's `ctrlrange` (or `forcerange` / gain) times gear and gain, in N m (N for slides);
 - optional goal marker: a mocap body `target` whose geoms sit in geom group 5, moved to the
   `end_effector` site of the goal configuration. Group 5 is rendered only with `show_target=True`.
+A scene that breaks any of these is refused with one SceneError listing every problem and its fix.
 
-Control model, chosen because it maps one-to-one onto ros2_control: an action is a vector of
-per-joint velocity commands in [-1, 1], scaled by the joint's maximum speed and held for
-`control_dt` seconds (`control_dt / timestep` physics substeps). On a real arm the same vector, times the
-same maximum speeds, is what a `velocity_controllers/JointGroupVelocityController` (or a
-`forward_command_controller` on velocity interfaces) receives every `control_dt`. Like ros2_control's
-joint limiters, a command that would carry a joint past its limit within the control period is reduced
-so the joint stops at the limit instead of pushing into it.
+Control model, chosen because it maps one-to-one onto ros2_control: an action is a vector of per-joint
+commands in [-1, 1], times `action_scale` (the maximum speed of a servo joint, the full effort of a torque
+joint) and held for `control_dt` seconds (`control_dt / timestep` physics substeps). On a real arm the same
+vector times the same scales is what a `velocity_controllers/JointGroupVelocityController` (speeds) or an
+`effort_controllers/JointGroupEffortController` (torques) receives every `control_dt`. Like ros2_control's
+joint limiters, a speed command that would carry a joint past its limit within the control period is reduced
+so the joint stops at the limit instead of pushing into it; a torque joint meets MuJoCo's limit constraint.
 
 Unstable physics is an error, never data: when MuJoCo flags NaN/huge values (and silently resets the
 simulation to the model's rest pose), or the state goes non-finite, or a joint is flung more than its own
@@ -60,12 +64,15 @@ MAX_CONTROL_DT = 10.0  # seconds one action may be held
 # recorded position stays usable as a start or goal within this much (rad or m, at most 1% of the range)
 LIMIT_TOLERANCE = 0.01
 MUJOCO_LOG_ENV = "LEWM_MUJOCO_LOG"
+MAX_CONTINUOUS_ANGLE = 1e6  # rad a continuous joint may be wound to in reset/set_state (stored qpos is unwrapped)
 
 SeedLike = int | np.random.SeedSequence | None
 Vector = Sequence[float] | np.ndarray
 _CONTACT_TOLERANCE = 1e-3  # metres of penetration tolerated when checking sampled configurations
 _SAMPLING_TRIES = 200
 _ONE_DOF_JOINTS = (int(mujoco.mjtJoint.mjJNT_HINGE), int(mujoco.mjtJoint.mjJNT_SLIDE))
+_SLIDE = int(mujoco.mjtJoint.mjJNT_SLIDE)
+_JOINT_TRANSMISSIONS = (int(mujoco.mjtTrn.mjTRN_JOINT), int(mujoco.mjtTrn.mjTRN_JOINTINPARENT))
 # MuJoCo warnings that mean the physics is wrong: it reset the data after a divergence, or ran out of
 # room for contacts/constraints and dropped some
 _BADQPOS = int(mujoco.mjtWarning.mjWARN_BADQPOS)  # its info is a qpos address, the others' a dof
@@ -93,6 +100,10 @@ def _keep_mujoco_log_out_of_the_working_directory() -> None:
 
 
 _keep_mujoco_log_out_of_the_working_directory()
+
+
+class SceneError(ValueError):
+    """The scene breaks ReachEnv's conventions; the message lists every problem found, each with its fix."""
 
 
 class UnstableSimulationError(RuntimeError):
@@ -184,7 +195,7 @@ class Observation:
     """What the robot sees and senses: an RGB frame and the actuated joints' state."""
 
     pixels: np.ndarray  # (H, W, 3) uint8 RGB
-    qpos: np.ndarray  # (A,) float64 joint positions, actuator order
+    qpos: np.ndarray  # (A,) float64 joint positions, actuator order; continuous joints as simulated, unwrapped
     qvel: np.ndarray  # (A,) float64 joint velocities
 
 
@@ -193,13 +204,18 @@ class StepResult:
     """One transition's outcome; `applied_action` is None after reset or set_state."""
 
     observation: Observation
-    success: bool  # every joint within success_tolerance of the goal
-    joint_error: np.ndarray  # goal - qpos, per joint
+    success: bool  # every joint within success_tolerance of the goal (wrapped angles on continuous joints)
+    joint_error: np.ndarray  # goal - qpos, per joint (wrapped to [-pi, pi) on continuous joints)
     applied_action: np.ndarray | None = None  # the normalised command actually applied (after clipping)
 
     @property
     def max_joint_error(self) -> float:
         return float(np.max(np.abs(self.joint_error)))
+
+
+def wrap_angle(angle: np.ndarray | float) -> np.ndarray:
+    """Angles mapped to [-pi, pi): how far apart two poses of a continuous joint really are."""
+    return np.mod(np.asarray(angle, dtype=np.float64) + np.pi, 2 * np.pi) - np.pi
 
 
 def bundled_scene_dirs() -> list[Path]:
@@ -235,10 +251,14 @@ class ReachEnv:
         except ValueError as error:
             raise ValueError(f"cannot load MJCF scene {self.scene_path}: {error}") from error
         self.data = mujoco.MjData(self.model)
-        self._read_actuated_joints()
-        self.max_joint_speed = self._resolve_max_speed()
-        self.camera_name, self._camera_id = self._resolve_camera()
-        self.substeps = self._resolve_substeps()
+        problems: list[str] = []  # every broken convention, reported together with its fix
+        self._read_actuated_joints(problems)
+        self.camera_name, self._camera_id = self._resolve_camera(problems)
+        self.substeps = self._resolve_substeps(problems)
+        if problems:
+            listed = "; ".join(f"({i}) {problem}" for i, problem in enumerate(problems, 1))
+            count = "1 problem" if len(problems) == 1 else f"{len(problems)} problems"
+            raise SceneError(f"scene {self.scene_path} cannot be used ({count}): {listed}")
         self._read_target_marker()
         self._moving_geoms = self._geoms_moved_by_actuated_joints()
         self._scratch = mujoco.MjData(self.model)  # collision checks and goal rendering
@@ -264,49 +284,83 @@ class ReachEnv:
             f"{m.ncam} camera(s) [{', '.join(cameras) or 'none'}]"
         )
 
-    def _read_actuated_joints(self) -> None:
+    def _joint_name(self, joint: int) -> str:
+        return mujoco.mj_id2name(self.model, mujoco.mjtObj.mjOBJ_JOINT, joint) or f"#{joint}"
+
+    def _read_actuated_joints(self, problems: list[str]) -> None:
+        """Joints, limits, actuator kinds and scales; every convention broken goes to `problems` (with its
+        fix) instead of stopping at the first, so a user fixes a scene in one round."""
         m = self.model
-        if m.nu == 0:
-            raise ValueError(
-                f"scene {self.scene_path} has no actuated joint: ReachEnv commands joints through "
-                f"<velocity>, <intvelocity> or <position> actuators ({self._describe_scene()})"
-            )
-        names, joint_ids, kinds = [], [], []
-        for a in range(m.nu):
-            actuator = mujoco.mj_id2name(m, mujoco.mjtObj.mjOBJ_ACTUATOR, a) or f"#{a}"
-            if int(m.actuator_trntype[a]) != int(mujoco.mjtTrn.mjTRN_JOINT):
-                raise ValueError(f"actuator {actuator!r} in {self.scene_path} does not drive a joint")
-            joint = int(m.actuator_trnid[a, 0])
-            joint_name = mujoco.mj_id2name(m, mujoco.mjtObj.mjOBJ_JOINT, joint) or f"#{joint}"
-            if int(m.jnt_type[joint]) not in _ONE_DOF_JOINTS:
-                raise ValueError(f"actuator {actuator!r} drives {joint_name!r}, which is not a hinge or slide")
-            if joint in joint_ids:
-                raise ValueError(f"joint {joint_name!r} is driven by more than one actuator")
-            if not m.jnt_limited[joint]:
-                raise ValueError(
-                    f"joint {joint_name!r} has no range: ReachEnv draws starts and goals inside joint "
-                    "limits, so give it limited='true' range='lo hi'"
-                )
-            names.append(joint_name)
-            joint_ids.append(joint)
-            kinds.append(self._servo_kind(a, actuator))
-        self.joint_names: tuple[str, ...] = tuple(names)
+        n = m.nu
         self.actuator_names: tuple[str, ...] = tuple(
-            mujoco.mj_id2name(m, mujoco.mjtObj.mjOBJ_ACTUATOR, a) or f"#{a}" for a in range(m.nu)
+            mujoco.mj_id2name(m, mujoco.mjtObj.mjOBJ_ACTUATOR, a) or f"#{a}" for a in range(n)
         )
-        self._joint_ids = np.array(joint_ids)
+        if n == 0:
+            problems.append(
+                "it has no actuated joint: ReachEnv commands joints through <velocity>, <intvelocity> or "
+                f"<position> servos or <motor> torque actuators ({self._describe_scene()}); fix: add one "
+                "actuator per joint in <actuator>"
+            )
+        joint_ids = np.full(n, -1)
+        kinds = ["unknown"] * n
+        drivers: dict[int, list[str]] = {}
+        for a, actuator in enumerate(self.actuator_names):
+            transmission = int(m.actuator_trntype[a])
+            if transmission not in _JOINT_TRANSMISSIONS:
+                kind = mujoco.mjtTrn(transmission).name.removeprefix("mjTRN_").lower()
+                problems.append(
+                    f"actuator {actuator!r} has a {kind} transmission, which ReachEnv does not support (it "
+                    "commands joints one by one); fix: make it drive a hinge or slide with joint='...'"
+                )
+                continue
+            joint = int(m.actuator_trnid[a, 0])
+            joint_name = self._joint_name(joint)
+            drivers.setdefault(joint, []).append(actuator)
+            if int(m.jnt_type[joint]) not in _ONE_DOF_JOINTS:
+                problems.append(
+                    f"actuator {actuator!r} drives {joint_name!r}, which is not a hinge or slide; fix: actuate "
+                    "hinge or slide joints only"
+                )
+                continue
+            if int(m.jnt_type[joint]) == _SLIDE and not m.jnt_limited[joint]:
+                problems.append(
+                    f"slide joint {joint_name!r} has no range, so starts and goals cannot be drawn; fix: give it "
+                    "range='lo hi' (only hinges may be continuous)"
+                )
+            joint_ids[a] = joint
+            kinds[a] = self._actuator_kind(a, problems)
+        for joint, names in drivers.items():
+            if len(names) > 1:
+                problems.append(
+                    f"joint {self._joint_name(joint)!r} is driven by more than one actuator "
+                    f"({', '.join(repr(name) for name in names)}); fix: keep one actuator per joint"
+                )
+        valid = joint_ids >= 0
+        self.joint_names: tuple[str, ...] = tuple(
+            self._joint_name(j) if j >= 0 else f"<{self.actuator_names[a]}>" for a, j in enumerate(joint_ids)
+        )
+        self._joint_ids = np.where(valid, joint_ids, 0)
         self._qpos_adr = m.jnt_qposadr[self._joint_ids].copy()
         self._dof_adr = m.jnt_dofadr[self._joint_ids].copy()
-        self.joint_lower = m.jnt_range[self._joint_ids, 0].copy()
-        self.joint_upper = m.jnt_range[self._joint_ids, 1].copy()
+        self.continuous = valid & (m.jnt_limited[self._joint_ids] == 0)  # unlimited hinges: angles on the circle
+        self.joint_lower = np.where(self.continuous, -np.pi, m.jnt_range[self._joint_ids, 0])
+        self.joint_upper = np.where(self.continuous, np.pi, m.jnt_range[self._joint_ids, 1])
         self._servo_kinds = tuple(kinds)
-        self._position_servos = np.array([k == "position" for k in kinds])
-        self._integrating_servos = np.array([k == "intvelocity" for k in kinds])
+        self.command_interfaces: tuple[str, ...] = tuple("effort" if k == "torque" else "velocity" for k in kinds)
+        self._effort = np.array([k == "torque" for k in kinds], dtype=bool)
+        self._position_servos = np.array([k == "position" for k in kinds], dtype=bool)
+        self._integrating_servos = np.array([k == "intvelocity" for k in kinds], dtype=bool)
+        self._gear = np.where(valid, m.actuator_gear[:, 0], 1.0) if n else np.zeros(0)
+        self._resolve_scales(problems, valid)
 
-    def _servo_kind(self, a: int, actuator: str) -> str:
-        """velocity (ctrl = speed), intvelocity (ctrl = speed, act = target) or position (ctrl = target)."""
+    def _actuator_kind(self, a: int, problems: list[str]) -> str:
+        """velocity (ctrl = speed), intvelocity (ctrl = speed, act = target), position (ctrl = target) or
+        torque (ctrl = force: a <motor>, or a <general> with a fixed gain and no bias or dynamics)."""
         m = self.model
         affine = int(m.actuator_biastype[a]) == int(mujoco.mjtBias.mjBIAS_AFFINE)
+        no_bias = int(m.actuator_biastype[a]) == int(mujoco.mjtBias.mjBIAS_NONE) or (
+            affine and not np.any(m.actuator_biasprm[a, :3])
+        )
         fixed_gain = int(m.actuator_gaintype[a]) == int(mujoco.mjtGain.mjGAIN_FIXED)
         dyn = int(m.actuator_dyntype[a])
         bias = m.actuator_biasprm[a]
@@ -317,72 +371,154 @@ class ReachEnv:
                 return "position"
         if affine and fixed_gain and dyn == int(mujoco.mjtDyn.mjDYN_NONE) and bias[1] == 0 and bias[2] < 0:
             return "velocity"
-        raise ValueError(
-            f"actuator {actuator!r} in {self.scene_path} is not a velocity, intvelocity or position servo "
-            "(torque motors need a velocity loop the scene does not provide)"
+        if no_bias and fixed_gain and dyn == int(mujoco.mjtDyn.mjDYN_NONE) and m.actuator_gainprm[a, 0] != 0:
+            return "torque"
+        problems.append(
+            f"actuator {self.actuator_names[a]!r} is neither a velocity, intvelocity or position servo nor a plain "
+            "torque actuator (it has dynamics, a non-fixed gain or a bias that is not a servo's); fix: use "
+            "<velocity>, <intvelocity>, <position> or <motor>"
         )
+        return "unknown"
 
-    def _resolve_max_speed(self) -> np.ndarray:
-        m, n = self.model, self.action_dim
+    def _resolve_scales(self, problems: list[str], valid: np.ndarray) -> None:
+        """max_joint_speed (servo joints; NaN on torque joints), max_joint_effort (torque joints; NaN on servo
+        joints) and the ctrl each unit of normalised action stands for."""
+        m, n = self.model, self.model.nu
+        given, source = self._speed_override(problems)
+        speed = np.full(n, np.nan)
+        effort = np.full(n, np.nan)
+        self._effort_ctrl = np.zeros(n)  # ctrl of a normalised effort of 1 (sign folds in gear and gain)
+        for a in np.flatnonzero(valid):
+            kind = self._servo_kinds[a]
+            if kind == "unknown":
+                continue
+            if kind == "torque":
+                ctrl = self._max_torque_ctrl(a, problems)
+                gain = float(m.actuator_gainprm[a, 0]) * float(self._gear[a])
+                effort[a] = abs(gain) * ctrl
+                self._effort_ctrl[a] = np.sign(gain) * ctrl
+                continue
+            if given is not None:
+                speed[a] = given[a]
+            else:
+                speed[a] = self._speed_from_ctrlrange(a, problems)
+            if not (np.isfinite(speed[a]) and speed[a] > 0):
+                if given is not None:  # a missing ctrlrange was reported by _speed_from_ctrlrange
+                    problems.append(f"the maximum speed of {self.joint_names[a]!r} from {source} is {speed[a]:g}; "
+                                    "fix: make it positive and finite")
+                continue
+            if kind in ("velocity", "intvelocity") and m.actuator_ctrllimited[a]:
+                low, high = m.actuator_ctrlrange[a]
+                reachable = min(-low, high) / abs(float(self._gear[a]))
+                if speed[a] > reachable * (1 + 1e-9) and self.config.max_joint_speed is not None:
+                    # the user's override wins over the scene: open the ctrlrange so MuJoCo does not clamp it
+                    bound = speed[a] * abs(float(self._gear[a]))
+                    m.actuator_ctrlrange[a] = (min(low, -bound), max(high, bound))
+                elif speed[a] > reachable * (1 + 1e-9):
+                    problems.append(
+                        f"the maximum speed of {self.joint_names[a]!r} ({speed[a]:g}, from {source}) is more than "
+                        f"actuator {self.actuator_names[a]!r} can be commanded (ctrlrange {low:g}..{high:g} / gear "
+                        f"{float(self._gear[a]):g} = {reachable:g}), so recorded actions would overstate the "
+                        f"speed; fix: a maximum speed of at most {reachable:g}, or a wider ctrlrange"
+                    )
+        self.max_joint_speed = speed
+        self.max_joint_effort = effort
+        self._speed_scale = np.nan_to_num(speed)
+        # normalised action x action_scale = the command in the joint's own units (rad/s, m/s, N m or N)
+        self.action_scale = np.where(self._effort, effort, speed)
+
+    def _speed_override(self, problems: list[str]) -> tuple[np.ndarray | None, str]:
+        """Per-joint speeds from the config or the scene's custom numeric (1 or nu values), if given."""
+        m, n = self.model, self.model.nu
         override = self.config.max_joint_speed
         if override is not None:
             values = np.atleast_1d(np.asarray(override, dtype=np.float64))
-            if values.shape not in ((1,), (n,)):
-                raise ValueError(f"max_joint_speed needs 1 or {n} values, got {values.shape[0]}")
-            speed = np.broadcast_to(values, (n,)).copy()
             source = "config max_joint_speed"
         else:
             numeric = mujoco.mj_name2id(m, mujoco.mjtObj.mjOBJ_NUMERIC, MAX_SPEED_NUMERIC)
-            if numeric >= 0:
-                adr, size = m.numeric_adr[numeric], m.numeric_size[numeric]
-                values = m.numeric_data[adr : adr + size]
-                if size not in (1, n):
-                    raise ValueError(f"custom numeric {MAX_SPEED_NUMERIC!r} needs 1 or {n} values, has {size}")
-                speed = np.broadcast_to(values, (n,)).astype(np.float64)
-                source = f"custom numeric {MAX_SPEED_NUMERIC!r}"
-            else:
-                speed = np.array([self._speed_from_ctrlrange(a) for a in range(n)])
-                source = "actuator ctrlrange"
-        if not (np.all(np.isfinite(speed)) and np.all(speed > 0)):
-            raise ValueError(f"maximum joint speeds must be positive and finite, got {speed} from {source}")
-        return speed
+            if numeric < 0:
+                return None, "actuator ctrlrange"
+            adr, size = m.numeric_adr[numeric], m.numeric_size[numeric]
+            values = np.array(m.numeric_data[adr : adr + size], dtype=np.float64)
+            source = f"custom numeric {MAX_SPEED_NUMERIC!r}"
+        if values.shape not in ((1,), (n,)):
+            problems.append(
+                f"{source} has {values.shape[0]} values for {n} actuated joints; fix: give 1 value, or one per "
+                f"joint in actuator order {list(self.joint_names)}"
+            )
+            return None, source
+        return np.broadcast_to(values, (n,)).copy(), source
 
-    def _speed_from_ctrlrange(self, a: int) -> float:
+    def _speed_from_ctrlrange(self, a: int, problems: list[str]) -> float:
+        """A velocity servo's ctrlrange bounds gear x joint speed: the joint's maximum speed is ctrl / |gear|."""
         m = self.model
         if self._servo_kinds[a] != "position" and m.actuator_ctrllimited[a]:
             low, high = m.actuator_ctrlrange[a]
-            return float(min(-low, high))
-        raise ValueError(
-            f"cannot tell the maximum speed of actuator {self.actuator_names[a]!r}: give velocity actuators a "
-            f"symmetric ctrlrange, add <custom><numeric name='{MAX_SPEED_NUMERIC}' data='...'/></custom> "
-            "to the scene, or set max_joint_speed in the config"
+            if low < 0 < high:
+                return float(min(-low, high)) / abs(float(self._gear[a]))
+        problems.append(
+            f"the maximum speed of actuator {self.actuator_names[a]!r} is unknown; fix: give velocity actuators a "
+            f"ctrlrange around 0, add <custom><numeric name='{MAX_SPEED_NUMERIC}' data='...'/></custom> to the "
+            "scene, or set max_joint_speed in the config (--max-joint-speed)"
         )
+        return float("nan")
 
-    def _resolve_camera(self) -> tuple[str, int]:
+    def _max_torque_ctrl(self, a: int, problems: list[str]) -> float:
+        """The ctrl of full effort: the ctrlrange bound, else the forcerange bound over the gain."""
+        m = self.model
+        if m.actuator_ctrllimited[a]:
+            low, high = m.actuator_ctrlrange[a]
+            if low < 0 < high:
+                return float(min(-low, high))
+            problems.append(
+                f"torque actuator {self.actuator_names[a]!r} has ctrlrange {low:g}..{high:g}, which does not "
+                "contain 0 (zero effort is the safe command); fix: a ctrlrange like '-T T'"
+            )
+            return float("nan")
+        if m.actuator_forcelimited[a]:
+            low, high = m.actuator_forcerange[a]
+            if low < 0 < high:
+                return float(min(-low, high)) / abs(float(m.actuator_gainprm[a, 0]))
+        problems.append(
+            f"torque actuator {self.actuator_names[a]!r} has no ctrlrange and no forcerange around 0, so full effort "
+            "is unknown; fix: add ctrlrange='-T T' (T = its largest torque command) or forcerange='-F F'"
+        )
+        return float("nan")
+
+    def _resolve_camera(self, problems: list[str]) -> tuple[str, int]:
         m = self.model
         if m.ncam == 0:
-            raise ValueError(
-                f"scene {self.scene_path} has no camera: ReachEnv renders observations from a <camera> in "
-                f"the MJCF ({self._describe_scene()})"
+            problems.append(
+                "it has no camera: ReachEnv renders observations from a <camera> in the MJCF "
+                f"({self._describe_scene()}); fix: add a <camera> that sees the arm"
             )
+            return "", -1
         names = [mujoco.mj_id2name(m, mujoco.mjtObj.mjOBJ_CAMERA, c) or "" for c in range(m.ncam)]
         wanted = self.config.camera
         if wanted is None:
             return names[0] or "#0", 0
         if wanted not in names:
-            raise ValueError(
-                f"unknown camera {wanted!r} in {self.scene_path}; cameras: {', '.join(n or '<unnamed>' for n in names)}"
+            problems.append(
+                f"unknown camera {wanted!r}; fix: name one of its cameras: "
+                f"{', '.join(n or '<unnamed>' for n in names)}"
             )
+            return wanted, -1
         return wanted, names.index(wanted)
 
-    def _resolve_substeps(self) -> int:
+    def _resolve_substeps(self, problems: list[str]) -> int:
         timestep = float(self.model.opt.timestep)
-        substeps = round(self.config.control_dt / timestep)
-        if substeps < 1 or abs(substeps * timestep - self.config.control_dt) > 1e-9 + 1e-6 * timestep:
-            raise ValueError(
-                f"control_dt {self.config.control_dt} s is not a whole multiple of the scene timestep {timestep} s"
-            )
-        return substeps
+        wanted = self.config.control_dt
+        substeps = round(wanted / timestep)
+        if substeps >= 1 and abs(substeps * timestep - wanted) <= 1e-9 + 1e-6 * timestep:
+            return substeps
+        below = int(np.floor(wanted / timestep + 1e-9))
+        nearest = [k * timestep for k in (below, below + 1) if k >= 1]
+        problems.append(
+            f"control_dt {wanted:g} s is not a whole multiple of the scene timestep {timestep:g} s; fix: use "
+            f"control_dt {' or '.join(f'{value:.10g}' for value in nearest)} s (the nearest multiples), or a "
+            "timestep that divides it"
+        )
+        return 1
 
     def _read_target_marker(self) -> None:
         m = self.model
@@ -427,6 +563,13 @@ class ReachEnv:
     @property
     def image_shape(self) -> tuple[int, int, int]:
         return (*self.config.image_shape, 3)
+
+    @property
+    def joint_limits(self) -> tuple[np.ndarray, np.ndarray]:
+        """(lower, upper) travel limits: -inf/inf on continuous joints (joint_lower/upper hold -pi/pi there,
+        the interval starts and goals are drawn from)."""
+        lower = np.where(self.continuous, -np.inf, self.joint_lower)
+        return lower, np.where(self.continuous, np.inf, self.joint_upper)
 
     @property
     def control_dt(self) -> float:
@@ -493,14 +636,14 @@ class ReachEnv:
         self.data.qpos[self._qpos_adr] = position
         self.data.qvel[self._dof_adr] = velocity
         self._position_target = position.copy()
-        self._write_servo_targets(np.zeros(self.action_dim))
+        self._write_servo_targets(np.zeros(self.action_dim), np.zeros(self.action_dim))
         self._sync_integrated_targets(position)
         mujoco.mj_forward(self.model, self.data)
         self._check_stable("set_state", expected_time=None)
         return self._result(None)
 
     def step(self, action: Vector) -> StepResult:
-        """Hold one normalised velocity command for control_dt; NaN/inf or a wrong shape changes nothing.
+        """Hold one normalised command (speeds or efforts) for control_dt; NaN/inf or a wrong shape changes nothing.
 
         Raises UnstableSimulationError when the physics diverged during the period (see the module notes).
         """
@@ -510,19 +653,19 @@ class ReachEnv:
         clipped = np.clip(command, -1.0, 1.0)
         if not np.array_equal(clipped, command):
             self.clipped_actions += 1
-        speed = self._limited_speed(clipped * self.max_joint_speed)
+        speed = self._limited_speed(clipped * self._speed_scale)  # zero on torque joints
+        torque = clipped * self._effort_ctrl  # zero on servo joints
         expected_time = self.data.time + self.substeps * float(self.model.opt.timestep)
         self._forget_warnings()
         if self._position_servos.any():
             substep_dt = float(self.model.opt.timestep)
+            lower, upper = self.joint_limits
             for _ in range(self.substeps):
-                self._position_target = np.clip(
-                    self._position_target + speed * substep_dt, self.joint_lower, self.joint_upper
-                )
-                self._write_servo_targets(speed)
+                self._position_target = np.clip(self._position_target + speed * substep_dt, lower, upper)
+                self._write_servo_targets(speed, torque)
                 mujoco.mj_step(self.model, self.data)
         else:
-            self._write_servo_targets(speed)
+            self._write_servo_targets(speed, torque)
             mujoco.mj_step(self.model, self.data, self.substeps)
         self.steps += 1
         self._check_stable(f"step {self.steps}", expected_time)
@@ -584,7 +727,7 @@ class ReachEnv:
             problems.append("the state holds NaN, inf or values above 1e10")
         span = self.joint_upper - self.joint_lower
         qpos = d.qpos[self._qpos_adr]
-        flung = (qpos < self.joint_lower - span) | (qpos > self.joint_upper + span)
+        flung = ((qpos < self.joint_lower - span) | (qpos > self.joint_upper + span)) & ~self.continuous
         if flung.any():
             joints = ", ".join(
                 f"{name}={value:.4g} (range {low:.4g}..{high:.4g})"
@@ -647,6 +790,13 @@ class ReachEnv:
         configuration = self._checked_vector(values, what)
         slack = np.minimum(LIMIT_TOLERANCE, LIMIT_TOLERANCE * (self.joint_upper - self.joint_lower))
         outside = (configuration < self.joint_lower - slack) | (configuration > self.joint_upper + slack)
+        outside &= ~self.continuous
+        far = self.continuous & (np.abs(configuration) > MAX_CONTINUOUS_ANGLE)
+        if far.any():
+            names = [n for n, bad in zip(self.joint_names, far, strict=True) if bad]
+            raise ValueError(
+                f"{what} winds continuous joints {names} past {MAX_CONTINUOUS_ANGLE:g} rad: {configuration}"
+            )
         if outside.any():
             names = [n for n, bad in zip(self.joint_names, outside, strict=True) if bad]
             raise ValueError(f"{what} is outside the joint limits of {names}: {configuration}")
@@ -654,12 +804,15 @@ class ReachEnv:
 
     def _sample_configuration(self, away_from: np.ndarray | None = None) -> np.ndarray:
         span = self.joint_upper - self.joint_lower
-        low = self.joint_lower + self.config.limit_margin * span
-        high = self.joint_upper - self.config.limit_margin * span
+        margin = np.where(self.continuous, 0.0, self.config.limit_margin * span)  # the circle has no ends
+        low, high = self.joint_lower + margin, self.joint_upper - margin
         too_close = 0
         for _ in range(_SAMPLING_TRIES):
             candidate = self._rng.uniform(low, high)
-            if away_from is not None and np.max(np.abs(candidate - away_from)) <= 2 * self.config.success_tolerance:
+            apart = candidate - away_from if away_from is not None else None
+            if apart is not None:
+                apart = np.where(self.continuous, wrap_angle(apart), apart)
+            if apart is not None and np.max(np.abs(apart)) <= 2 * self.config.success_tolerance:
                 too_close += 1
             elif not self._collides(candidate):
                 return candidate
@@ -694,19 +847,27 @@ class ReachEnv:
         self.data.mocap_pos[self._target_mocap] = scratch.site_xpos[self._end_effector_site]
 
     def _limited_speed(self, speed: np.ndarray) -> np.ndarray:
-        """Reduce commands that would carry a joint past its limit within one control period."""
+        """Reduce commands that would carry a limited joint past its limit within one control period."""
         position = self.data.qpos[self._qpos_adr]
         dt = self.control_dt
-        return np.clip(speed, np.minimum((self.joint_lower - position) / dt, 0.0),
-                       np.maximum((self.joint_upper - position) / dt, 0.0))
+        lower, upper = self.joint_limits
+        return np.clip(speed, np.minimum((lower - position) / dt, 0.0), np.maximum((upper - position) / dt, 0.0))
 
-    def _write_servo_targets(self, speed: np.ndarray) -> None:
-        self.data.ctrl[:] = np.where(self._position_servos, self._position_target, speed)
+    def _write_servo_targets(self, speed: np.ndarray, torque: np.ndarray) -> None:
+        """Joint-space commands to ctrl: servos see gear x (speed or position), motors their torque ctrl,
+        so a joint moves at the commanded speed whatever the gear."""
+        servo = self._gear * np.where(self._position_servos, self._position_target, speed)
+        self.data.ctrl[:] = np.where(self._effort, torque, servo)
 
     def _sync_integrated_targets(self, position: np.ndarray) -> None:
-        """intvelocity servos keep their position target in the actuator state: align it with qpos."""
+        """intvelocity servos keep their target (gear x position) in the actuator state: align it with qpos."""
         for a in np.flatnonzero(self._integrating_servos):
-            self.data.act[self.model.actuator_actadr[a]] = position[a]
+            self.data.act[self.model.actuator_actadr[a]] = self._gear[a] * position[a]
+
+    def _joint_error(self, qpos: np.ndarray) -> np.ndarray:
+        """goal - qpos, wrapped to [-pi, pi) on continuous joints (a full turn away is the same pose)."""
+        error = self._goal - qpos
+        return np.where(self.continuous, wrap_angle(error), error)
 
     def _render(self, data: mujoco.MjData) -> np.ndarray:
         if self._renderer is None:
@@ -716,7 +877,7 @@ class ReachEnv:
 
     def _result(self, applied: np.ndarray | None) -> StepResult:
         qpos = self.qpos
-        error = self._goal - qpos
+        error = self._joint_error(qpos)
         observation = Observation(pixels=self.render(), qpos=qpos, qvel=self.qvel)
         success = bool(np.all(np.abs(error) <= self.config.success_tolerance))
         return StepResult(observation=observation, success=success, joint_error=error, applied_action=applied)

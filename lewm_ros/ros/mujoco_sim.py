@@ -2,7 +2,9 @@
 
 It is the offline test bench for the agent, so it behaves like the hardware the agent will meet:
 joint-velocity commands in (Float64MultiArray as a ros2_control forward controller takes them, or
-JointTrajectory), camera frames, joint states and `/clock` out, and a command watchdog on the steady
+JointTrajectory; joint torques in N m for the joints of a scene driven by torque motors, as an
+effort_controllers/JointGroupEffortController takes them, each divided by the motor's full effort),
+camera frames, joint states and `/clock` out, and a command watchdog on the steady
 clock that stops the arm when commands stop (the ROS clock would freeze with the sim under
 `use_sim_time`, which is exactly when a watchdog must still fire).
 
@@ -44,7 +46,7 @@ from rosgraph_msgs.msg import Clock
 from sensor_msgs.msg import CameraInfo, Image, JointState
 from std_msgs.msg import Bool, Float64, Float64MultiArray
 from std_srvs.srv import Trigger
-from trajectory_msgs.msg import JointTrajectory
+from trajectory_msgs.msg import JointTrajectory, JointTrajectoryPoint
 
 from lewm_ros.envs.reach_env import ReachConfig, ReachEnv, StepResult
 from lewm_ros.ros.image_codec import rgb_to_image
@@ -315,7 +317,10 @@ class MujocoSim(Node):
         self.scene_joint_names: tuple[str, ...] = tuple(scene_joints)
         self._env_index = {name: i for i, name in enumerate(scene_joints)}
         self._command_to_env = np.array([self._env_index[name] for name in names])
-        self._max_speed = env.max_joint_speed.copy()
+        # a command value over this is a normalised action of 1: rad/s (m/s) on servo joints, N m (N) on
+        # torque joints, which is what an effort controller sends
+        self._action_scale = env.action_scale.copy()
+        self._effort = np.array([kind == "effort" for kind in env.command_interfaces])
         self._joint_lower = env.joint_lower.copy()
         self._joint_upper = env.joint_upper.copy()
         self._env_control_dt = env.control_dt
@@ -433,7 +438,7 @@ class MujocoSim(Node):
         from lewm_ros.envs.policies import make_policy
 
         start_qpos = start.observation.qpos.copy()
-        policy = make_policy("mixed", env.joint_lower, env.joint_upper)
+        policy = make_policy("mixed", *env.joint_limits)
         for _ in range(10):
             policy.reset(self._goal_rng)
             qpos = start_qpos
@@ -521,7 +526,8 @@ class MujocoSim(Node):
             else:
                 velocity = self._velocity_from_array(msg)
             if not np.all(np.isfinite(velocity)):
-                raise CommandError(f"velocities contain NaN or inf: {velocity.tolist()}")
+                what = "efforts" if self._effort.all() else "commands" if self._effort.any() else "velocities"
+                raise CommandError(f"{what} contain NaN or inf: {velocity.tolist()}")
         except CommandError as error:
             with self._lock:
                 self.rejected_commands += 1
@@ -531,12 +537,13 @@ class MujocoSim(Node):
                 throttle_duration_sec=_LOG_THROTTLE_S,
             )
             return
-        action = np.clip(velocity / self._max_speed, -1.0, 1.0)
+        action = np.clip(velocity / self._action_scale, -1.0, 1.0)
         with self._lock:
             self._command = _Command(action, time.monotonic(), expires_ns)
             self.accepted_commands += 1
 
     def _velocity_from_array(self, msg: Float64MultiArray) -> np.ndarray:
+        """Per-joint commands in scene order: joint velocities, or torques on the scene's torque joints."""
         data = np.asarray(msg.data, dtype=np.float64)
         if data.shape != (len(self.joint_names),):
             raise CommandError(
@@ -566,6 +573,8 @@ class MujocoSim(Node):
         point = msg.points[0]
         order = np.array([self._env_index[name] for name in names])
         horizon = point.time_from_start.sec + point.time_from_start.nanosec * 1e-9
+        if self._effort.any():
+            return self._efforts_from_point(point, order, horizon)
         velocity = np.empty(len(names))
         if len(point.velocities) > 0:
             if len(point.velocities) != len(names):
@@ -580,6 +589,25 @@ class MujocoSim(Node):
         target[order] = np.asarray(point.positions, dtype=np.float64)
         duration = max(horizon, self._env_control_dt)
         return (target - self._qpos) / duration, duration
+
+    def _efforts_from_point(self, point: JointTrajectoryPoint, order: np.ndarray, horizon: float) -> tuple[
+            np.ndarray, float | None]:
+        """A torque scene takes the first point's `effort` (N m); its servo joints, if any, its velocities."""
+        count = len(order)
+        command = np.zeros(count)
+        if len(point.effort) != count:
+            raise CommandError(
+                f"first point has {len(point.effort)} efforts for {count} joints; scene joints "
+                f"{[n for n, e in zip(self.scene_joint_names, self._effort, strict=True) if e]} take torques (N m)"
+            )
+        command[order] = np.asarray(point.effort, dtype=np.float64)
+        if not self._effort.all():
+            if len(point.velocities) != count:
+                raise CommandError(f"first point needs {count} velocities for the scene's servo joints")
+            velocity = np.empty(count)
+            velocity[order] = np.asarray(point.velocities, dtype=np.float64)
+            command = np.where(self._effort, command, velocity)
+        return command, (horizon if horizon > 0 else None)
 
     # ----------------------------------------------------------------- services (executor threads)
 
