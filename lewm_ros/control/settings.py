@@ -21,6 +21,7 @@ COMMAND_INTERFACES = ("velocity", "effort", "position")
 SURPRISE_ACTIONS = ("warn", "hold")
 DEVICES = ("auto", "cpu", "cuda")
 PRECISIONS = ("fp32", "bf16", "fp16", "auto")
+COMPILE = ("", "default", "reduce-overhead")
 
 
 @dataclass(frozen=True)
@@ -43,6 +44,9 @@ PARAMETERS: tuple[Param, ...] = (
           choices=DEVICES),
     Param("precision", "fp32", str, "planner rollout precision (auto measures fp32 vs bf16 once at configure)",
           choices=PRECISIONS),
+    Param("compile", "", str, "torch.compile the planner rollout: empty = eager; default = inductor (CPU or GPU, "
+          "minutes of compiling at configure); reduce-overhead = CUDA graphs (CUDA only). A mode the device cannot "
+          "run falls back to eager with a warning", choices=COMPILE),
     Param("image_topic", "/camera/image_raw", str, "camera topic (sensor_msgs/Image)"),
     Param("compressed", False, bool, "subscribe to <image_topic>/compressed (sensor_msgs/CompressedImage) instead"),
     Param("image_policy", "crop", str, "fit frames to the model: crop (centre square, resize), resize (stretch), "
@@ -121,6 +125,7 @@ class AgentSettings:
     bundle: str
     device: str
     precision: str
+    compile: str
     image_topic: str
     compressed: bool
     image_policy: str
@@ -170,6 +175,7 @@ class AgentSettings:
             warm_iterations=self.warm_iterations or None, elites=min(self.elites, self.samples), horizon=self.horizon,
             warm_start=self.warm_start, deadline_ms=self.deadline_ms or None,
             precision="fp32" if self.precision == "auto" else self.precision, seed=self.seed,
+            compile=self.compile or None,
         )  # fmt: skip
 
 

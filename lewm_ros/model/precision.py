@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import platform
 import time
+import warnings
 from collections.abc import Callable
 from contextlib import AbstractContextManager, nullcontext
 from typing import Any
@@ -17,6 +18,8 @@ from typing import Any
 import torch
 
 PRECISIONS = ("fp32", "bf16", "fp16")
+COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
+"""torch.compile modes; reduce-overhead records CUDA graphs, which exist only on CUDA devices."""
 ISA_FLAGS = ("avx2", "avx512f", "avx512_bf16", "avx512_fp16", "amx_bf16", "amx_tile", "asimd", "sve")
 
 
@@ -50,6 +53,81 @@ def check_precision(device: torch.device, precision: str) -> None:
     autocast_dtype(precision)
     if device.type == "cpu" and precision == "fp16":
         raise ValueError("fp16 autocast is not supported on the CPU here; use bf16 or fp32 (or auto)")
+
+
+def precision_fallback(device: torch.device, precision: str) -> tuple[str, str | None]:
+    """The precision that works on `device` for a request, and why it differs (None when it does not).
+
+    fp16 on the CPU becomes fp32: torch runs it but it is emulated (5.5x slower than fp32 on the AVX2 EPYC,
+    reach2d MPPI 100x3), so a config written for a GPU (jetson_arm.yaml) stays usable on a laptop. bf16 on a
+    GPU without bf16 (before Ampere: Jetson Xavier, Volta, Turing) becomes fp16.
+    """
+    autocast_dtype(precision)
+    if device.type == "cpu" and precision == "fp16":
+        return "fp32", "precision fp16 is emulated on the CPU (several times slower than fp32): using fp32"
+    if device.type == "cuda" and precision == "bf16" and not torch.cuda.is_bf16_supported():
+        return "fp16", "precision bf16 is not supported by this GPU (needs Ampere or newer): using fp16"
+    return precision, None
+
+
+def cast_encoder(encoder: Any, device: torch.device, precision: str) -> tuple[Any, str]:
+    """The TorchScript encoder cast for `precision` on `device`, and the precision it runs at.
+
+    Only CUDA gets a reduced-precision encoder (the in-graph input cast follows the weights' dtype, so uint8
+    pixels go straight to fp16/bf16); on the CPU it stays fp32, where half precision is emulated and slow.
+    """
+    effective, _ = precision_fallback(device, precision)
+    if device.type != "cuda" or effective == "fp32":
+        return encoder, "fp32"
+    return encoder.to(torch.float16 if effective == "fp16" else torch.bfloat16), effective
+
+
+def has_triton() -> bool:
+    """Whether torch's inductor can generate GPU kernels (Triton); NVIDIA's JetPack torch wheels lack it."""
+    try:
+        from torch.utils._triton import has_triton as torch_has_triton
+    except ImportError:  # the private helper moved: assume present and let the runtime guard decide
+        return True
+    try:
+        return bool(torch_has_triton())
+    except Exception:  # a broken Triton install counts as none
+        return False
+
+
+def compile_fallback(mode: str | None, device: torch.device) -> tuple[str | None, str | None]:
+    """The torch.compile mode that can work on `device` (None: eager) and, when it differs, why.
+
+    reduce-overhead means CUDA graphs: on the CPU there is nothing to record, so the rollout runs eagerly
+    (compile=default is the CPU option: ~1.12x after minutes of compiling). On CUDA, inductor needs Triton.
+    """
+    if not mode:
+        return None, None
+    if mode not in COMPILE_MODES:
+        raise ValueError(f"unknown compile mode {mode!r}; choose from '', {', '.join(COMPILE_MODES)}")
+    try:
+        import torch._dynamo
+
+        supported = torch._dynamo.is_dynamo_supported()
+    except Exception:  # an import failure means no torch.compile either
+        supported = False
+    if not supported:
+        return None, f"compile {mode}: torch.compile is not supported with this Python/torch build: eager rollout"
+    if mode == "reduce-overhead" and device.type != "cuda":
+        return None, (
+            f"compile reduce-overhead records CUDA graphs, which need a CUDA device; the rollout runs eagerly on "
+            f"{device.type} (compile default is the CPU option)"
+        )
+    if device.type == "cuda" and not has_triton():
+        return None, (
+            f"compile {mode} on CUDA needs Triton, which this torch build lacks (NVIDIA's JetPack wheels ship "
+            "without it): eager rollout"
+        )
+    return mode, None
+
+
+def warn_fallback(message: str) -> None:
+    """One RuntimeWarning per fallback, so it reaches stderr and logs without stopping the caller."""
+    warnings.warn(message, RuntimeWarning, stacklevel=3)
 
 
 def choose_precision(

@@ -20,7 +20,14 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from lewm_ros.model.precision import autocast
+from lewm_ros.model.precision import (
+    COMPILE_MODES,
+    PRECISIONS,
+    autocast,
+    compile_fallback,
+    precision_fallback,
+    warn_fallback,
+)
 
 PLANNERS = ("cem", "icem", "mppi", "grad")
 ROLLOUTS = ("fast", "plain")
@@ -48,7 +55,8 @@ class PlannerConfig:
     cost_weights: tuple[float, ...] | None = None  # per horizon block; None = final latent only
     precision: str = "fp32"
     rollout: str = "fast"  # "plain": a Python loop over candidates with the straightforward rollout (reference)
-    compile: str | None = None  # torch.compile mode for the rollout: "default", "reduce-overhead" (CUDA graphs)
+    compile: str | None = None  # torch.compile mode for the rollout: "default", "reduce-overhead" (CUDA graphs);
+    # None or "" runs eagerly; a mode this device cannot run falls back to eager with a warning (`notes`)
     seed: int = 0
     # iCEM (Pinneri et al. 2020)
     noise_beta: float = 2.0  # coloured noise exponent over env steps: 0 white, 2 smooth
@@ -76,6 +84,8 @@ class PlannerConfig:
             raise PlanningError(f"tail must be one of {TAILS}, got {self.tail!r}")
         if self.rollout not in ROLLOUTS:
             raise PlanningError(f"rollout must be one of {ROLLOUTS}, got {self.rollout!r}")
+        if self.compile and self.compile not in COMPILE_MODES:
+            raise PlanningError(f"compile must be empty or one of {', '.join(COMPILE_MODES)}, got {self.compile!r}")
         if not (self.init_std > 0 and self.min_std >= 0):
             raise PlanningError("init_std must be > 0 and min_std >= 0")
         if self.cost_weights is not None:
@@ -141,6 +151,12 @@ class LatentPlanner:
         self.config.check()
         self.model = model
         self.device = torch.device(device)
+        self.notes: list[str] = []  # fallbacks taken on this device (precision, compile), for logs and diagnostics
+        if self.config.precision in PRECISIONS:
+            precision, why = precision_fallback(self.device, self.config.precision)
+            if why:
+                self._fall_back(why)
+                self.config = replace(self.config, precision=precision)
         self.frameskip, self.history, self.latent_dim = frameskip, history, latent_dim
         mean = np.asarray(action_mean, np.float32).reshape(-1)
         std = np.asarray(action_std, np.float32).reshape(-1)
@@ -295,11 +311,21 @@ class LatentPlanner:
 
     def warmup(self, context: Tensor | np.ndarray, past_blocks: Any, goal: Tensor | np.ndarray) -> None:
         """Untimed plans (compilation, allocator), then the iteration-time estimate from a steady second plan;
-        the warm start is cleared and the random stream left as it was."""
+        the warm start is cleared and the random stream left as it was. A compiled rollout is specialised to
+        its shapes (one graph per context length), so every context length 1..history is planned twice first:
+        compiling or recording CUDA graphs mid-control would overrun the control period."""
         saved = self.generator.get_state()
         original = self.config
         self.config = replace(original, deadline_ms=None)
         try:
+            if self.compile_mode:
+                goal_t = _as_tensor(goal)
+                for frames in range(1, self.history + 1):
+                    zeros = torch.zeros(frames, self.latent_dim)
+                    blocks = torch.zeros(frames - 1, self.frameskip, self.action_dim) + self._mean_t.cpu()
+                    for _ in range(2):
+                        self.plan(zeros, blocks, goal_t)
+                        self._warm_mean = None
             self.plan(context, past_blocks, goal)
             self.iteration_ms = None  # the first iterations pay one-off costs: measure again
             self.plan(context, past_blocks, goal)
@@ -353,10 +379,33 @@ class LatentPlanner:
             ]
             return torch.cat(outs)
 
-        chosen = fast if cfg.rollout == "fast" else plain
-        if cfg.compile:
-            chosen = torch.compile(chosen, mode=cfg.compile, dynamic=False)
-        return chosen
+        eager = fast if cfg.rollout == "fast" else plain
+        mode, why = compile_fallback(cfg.compile, self.device)
+        if why:
+            self._fall_back(why)
+        self.compile_mode = mode  # what really runs: None (eager) or a torch.compile mode
+        if mode is None:
+            return eager
+        compiled = torch.compile(eager, mode=mode, dynamic=False)
+
+        def guarded(context: Tensor, past: Tensor, candidates: Tensor) -> Tensor:
+            # Compilation happens at the first call of each shape and can fail on a machine without a C++
+            # compiler or with a broken Triton: plan eagerly from then on instead of failing the plan.
+            if self.compile_mode is None:
+                return eager(context, past, candidates)
+            try:
+                return compiled(context, past, candidates)
+            except Exception as err:  # torch.compile raises many types (BackendCompilerFailed, InductorError, ...)
+                first_line = (str(err).splitlines() or [""])[0][:200]
+                self._fall_back(f"compile {mode} failed ({type(err).__name__}: {first_line}): eager from now on")
+                self.compile_mode = None
+                return eager(context, past, candidates)
+
+        return guarded
+
+    def _fall_back(self, why: str) -> None:
+        self.notes.append(why)
+        warn_fallback(why)
 
 
 def _as_tensor(value: Any) -> Tensor:
