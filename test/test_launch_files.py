@@ -65,6 +65,40 @@ def test_launch_file_names_real_executables_and_declared_parameters(path):
                     assert ast.literal_eval(key) in declared, f"{executable} does not declare {key.value}"
 
 
+def assigned(tree: ast.AST, name: str) -> ast.AST:
+    """The value assigned to a module-level name."""
+    return next(
+        n.value for n in ast.walk(tree)
+        if isinstance(n, ast.Assign) and any(getattr(t, "id", "") == name for t in n.targets)
+    )  # fmt: skip
+
+
+def test_arm_launch_declares_the_promised_arguments_and_autostarts_the_agent():
+    """arm.launch.py builds the agent in an OpaqueFunction (empty bundle/device keep the YAML's values), so its
+    overrides are a computed dict: the names it may override must be declared agent parameters."""
+    text = (ROOT / "launch" / "arm.launch.py").read_text()
+    tree = ast.parse(text)
+    arguments = {ast.literal_eval(key) for key in assigned(tree, "ARGUMENTS").keys}
+    assert {"bundle", "device", "params_file", "record"} <= arguments
+    overridable = set(ast.literal_eval(assigned(tree, "OVERRIDABLE")))
+    assert overridable and overridable <= declared_parameters("lewm_agent")
+    assert "TRANSITION_CONFIGURE" in text and "TRANSITION_ACTIVATE" in text and 'goal_state="inactive"' in text
+    assert '"jetson_arm.yaml"' in text and "namespace=\"\"" in text  # Humble's LifecycleNode needs a namespace
+
+
+def test_jetson_arm_yaml_is_a_valid_real_robot_configuration():
+    """The settings the agent would build from it: GPU, fp16, trajectory output that holds, real time."""
+    from lewm_ros.control.settings import build_settings
+
+    params = yaml.safe_load((ROOT / "config" / "jetson_arm.yaml").read_text())["lewm_agent"]["ros__parameters"]
+    assert params["use_sim_time"] is False
+    settings = build_settings(params)  # raises SettingsError naming a bad parameter
+    assert (settings.device, settings.precision) == ("cuda", "fp16")
+    assert (settings.command_type, settings.safe_action) == ("joint_trajectory", "hold")
+    assert settings.trajectory_duration_ms > 1000.0 / settings.control_rate_hz  # overlapping segments
+    assert settings.deadline_ms < settings.plan_overrun_ms < 1000.0 / settings.control_rate_hz
+
+
 def test_sim_reach_declares_the_promised_arguments_and_autostarts_the_agent():
     text = (ROOT / "launch" / "sim_reach.launch.py").read_text()
     tree = ast.parse(text)
@@ -78,7 +112,8 @@ def test_sim_reach_declares_the_promised_arguments_and_autostarts_the_agent():
 
 
 @pytest.mark.parametrize("config, nodes", [("sim_reach.yaml", ("mujoco_sim", "lewm_agent")),
-                                           ("lewm_agent.yaml", ("lewm_agent",))])  # fmt: skip
+                                           ("lewm_agent.yaml", ("lewm_agent",)),
+                                           ("jetson_arm.yaml", ("lewm_agent",))])  # fmt: skip
 def test_config_yaml_sections_hold_only_declared_parameters(config, nodes):
     document = yaml.safe_load((ROOT / "config" / config).read_text())
     assert set(document) == set(nodes)
