@@ -335,6 +335,7 @@ def test_reacher_torque_scene_follows_the_paper_setting():
 def test_sim_node_takes_torques_in_newton_metres(ros_context):
     from rclpy.parameter import Parameter
     from std_msgs.msg import Float64MultiArray
+    from trajectory_msgs.msg import JointTrajectory, JointTrajectoryPoint
 
     from lewm_ros.ros.mujoco_sim import MujocoSim
 
@@ -346,5 +347,11 @@ def test_sim_node_takes_torques_in_newton_metres(ros_context):
         np.testing.assert_allclose(sim._command.action, [0.5, -1.0])
         sim._on_command(Float64MultiArray(data=[float("nan"), 0.0]))
         assert sim.rejected_commands == 1 and "efforts" in sim.last_rejection
+        point = JointTrajectoryPoint(effort=[-0.03, 0.06])  # joints by name, in any order
+        sim._on_command(JointTrajectory(joint_names=["elbow", "shoulder"], points=[point]))
+        np.testing.assert_allclose(sim._command.action, [0.2, -0.1])
+        sim._on_command(JointTrajectory(joint_names=["elbow", "shoulder"],
+                                        points=[JointTrajectoryPoint(velocities=[1.0, 1.0])]))  # fmt: skip
+        assert sim.rejected_commands == 2 and "efforts" in sim.last_rejection
     finally:
         sim.destroy_node()

@@ -431,6 +431,8 @@ class ReachEnv:
         """Per-joint speeds from the config or the scene's custom numeric (1 or nu values), if given."""
         m, n = self.model, self.model.nu
         override = self.config.max_joint_speed
+        if n == 0:  # already reported: no actuator
+            return None, "actuator ctrlrange"
         if override is not None:
             values = np.atleast_1d(np.asarray(override, dtype=np.float64))
             source = "config max_joint_speed"
