@@ -504,6 +504,16 @@ def _judge_plan(context: Context, planner: Any, warm: list[float], per_iteration
 # ---- ROS and the environment --------------------------------------------------------------------------------
 
 
+def check_tensorrt(context: Context) -> Check:
+    """Optional: an fp16 TensorRT engine of the encoder (the agent itself runs the TorchScript encoder)."""
+    found = shutil.which("trtexec") or next(
+        (str(p) for p in (Path("/usr/src/tensorrt/bin/trtexec"),) if p.is_file()), None
+    )  # fmt: skip
+    if found is None:
+        return Check("tensorrt", SKIP, "trtexec not found: optional (JetPack installs it in /usr/src/tensorrt/bin)")
+    return Check("tensorrt", PASS, f"{found}: build an encoder engine with python -m lewm_ros.model.tensorrt BUNDLE")
+
+
 def check_rclpy(context: Context) -> Check:
     missing = []
     for module in ROS_MODULES:
@@ -625,6 +635,7 @@ CHECKS: tuple[tuple[str, CheckFn], ...] = (
     ("bundle", check_bundle),
     ("encoder", check_encoder),
     ("plan latency", check_plan),
+    ("tensorrt", check_tensorrt),
     ("rclpy", check_rclpy),
     ("ROS_DOMAIN_ID", check_domain),
     ("discovery", check_discovery),

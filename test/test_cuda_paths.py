@@ -4,7 +4,8 @@ On CUDA (skipped without a GPU): the fp16/bf16 TorchScript encoder agrees with f
 like the fp32 one, CUDA graphs (torch.compile reduce-overhead) return the eager plan for a seed, the agent
 configures and commands on cuda, and the doctor passes its GPU lines. On any machine: every GPU-only choice
 falls back with a warning instead of crashing (reduce-overhead off CUDA, compile without Triton or failing at
-its first call, fp16 on the CPU, bf16 on a GPU without it), and a compiled planner's warm-up covers every shape.
+its first call, fp16 on the CPU, bf16 on a GPU without it), a compiled planner's warm-up covers every shape, and
+the TensorRT-friendly ONNX rewrite keeps the encoder's results (TensorRT itself is not installed here).
 """
 
 from __future__ import annotations
@@ -156,6 +157,38 @@ def test_agent_compile_parameter():
     assert build_settings({**base, "compile": "reduce-overhead"}).planner_config().compile == "reduce-overhead"
     with pytest.raises(SettingsError, match="parameter compile must be one of"):
         build_settings({**base, "compile": "fastest"})
+
+
+def test_tensorrt_friendly_onnx_casts_the_input_first_and_keeps_the_results(bundle_path, tmp_path):
+    """encoder_trt.onnx: same uint8 interface and latents as encoder.onnx and TorchScript, but no uint8 tensor
+    past the input (TensorRT restricts uint8). Building the engine needs TensorRT, which is not installed here."""
+    import shutil
+
+    import onnx
+    import onnxruntime
+
+    from lewm_ros.model.bundle import export_encoder_onnx
+    from lewm_ros.model.tensorrt import cast_input_first, trtexec_commands
+
+    copy = tmp_path / "bundle"
+    shutil.copytree(bundle_path, copy)
+    bundle = load_bundle(copy)
+    source = export_encoder_onnx(bundle)
+    target = cast_input_first(source, copy / "encoder_trt.onnx")
+    graph = onnx.load(str(target)).graph
+    assert graph.node[0].op_type == "Cast" and list(graph.node[0].input) == ["images"]
+    assert all("images" not in node.input for node in graph.node[1:])
+    size = bundle.image_size
+    images = np.random.default_rng(0).integers(0, 256, (3, size, size, 3), dtype=np.uint8)
+    run = {f: onnxruntime.InferenceSession(str(f), providers=["CPUExecutionProvider"]) for f in (source, target)}
+    original, rewritten = (run[f].run(None, {"images": images})[0] for f in (source, target))
+    np.testing.assert_array_equal(original, rewritten)
+    with torch.inference_mode():
+        scripted = bundle.load_torchscript("encoder")(torch.from_numpy(images)).numpy()
+    np.testing.assert_allclose(rewritten, scripted, atol=1e-4)
+    build, timing = trtexec_commands(target, size)
+    assert "--fp16" in build and f"--saveEngine={copy / 'encoder.plan'}" in build
+    assert f"--maxShapes=images:4x{size}x{size}x3" in build and "--loadEngine" in timing
 
 
 @pytest.fixture(scope="module")
