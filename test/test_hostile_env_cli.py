@@ -5,11 +5,7 @@ physics is an error instead of data, and nothing is written when a request is re
 from __future__ import annotations
 
 import collections
-import os
 import re
-import subprocess
-import sys
-import textwrap
 from pathlib import Path
 
 import mujoco
@@ -564,32 +560,3 @@ def test_import_reference_unreadable_checkpoints_are_one_line(tmp_path, capsys, 
     code, _, err = run_cli(capsys, "import-reference", path, "--out", tmp_path / "bundle", *HEADS)
     assert_one_line_usage_error(code, err, "lewm-ros import-reference")
     assert not (tmp_path / "bundle").exists()
-
-
-# ============================================================================ 6. no MuJoCo log in the working directory
-
-
-def test_mujoco_warnings_go_to_the_file_named_by_lewm_mujoco_log(tmp_path):
-    script = textwrap.dedent(
-        """
-        import mujoco
-        import lewm_ros.envs.reach_env  # noqa: F401
-        xml = (
-            '<mujoco><option timestep="0.05" integrator="Euler"/><worldbody><body><joint name="j" type="hinge"/>'
-            '<geom size="0.1" mass="0.001"/></body></worldbody><actuator><velocity joint="j" kv="1e6"/></actuator>'
-            '</mujoco>'
-        )
-        model = mujoco.MjModel.from_xml_string(xml)
-        data = mujoco.MjData(model)
-        data.ctrl[:] = 1.0
-        mujoco.mj_step(model, data, 5)
-        assert data.warning[mujoco.mjtWarning.mjWARN_BADQACC].number > 0
-        """
-    )
-    log = tmp_path / "logs" / "mujoco.txt"
-    log.parent.mkdir()
-    env = {**os.environ, "LEWM_MUJOCO_LOG": str(log), "MUJOCO_GL": "egl"}
-    result = subprocess.run([sys.executable, "-c", script], cwd=tmp_path, env=env, capture_output=True, text=True)
-    assert result.returncode == 0, result.stderr
-    assert "QACC" in log.read_text()
-    assert not (tmp_path / "MUJOCO_LOG.TXT").exists()

@@ -59,27 +59,42 @@ def test_ament_layout_present():
     assert "install_scripts=$base/lib/lewm_ros" in setup_cfg
 
 
+# An unstable one-joint scene: MuJoCo warns (bad qacc) within five steps.
+UNSTABLE_SCRIPT = textwrap.dedent(
+    """
+    import mujoco
+    import lewm_ros.envs.reach_env  # noqa: F401
+    xml = (
+        '<mujoco><option timestep="0.05" integrator="Euler"/><worldbody><body><joint name="j" type="hinge"/>'
+        '<geom size="0.1" mass="0.001"/></body></worldbody><actuator><velocity joint="j" kv="1e6"/></actuator>'
+        '</mujoco>'
+    )
+    model = mujoco.MjModel.from_xml_string(xml)
+    data = mujoco.MjData(model)
+    data.ctrl[:] = 1.0
+    mujoco.mj_step(model, data, 5)
+    assert data.warning[mujoco.mjtWarning.mjWARN_BADQACC].number > 0, "the scene did not warn"
+    """
+)
+
+
 def test_mujoco_warnings_leave_no_log_file_in_the_working_directory(tmp_path):
     """MuJoCo appends every warning to MUJOCO_LOG.TXT in the CWD by default: importing lewm_ros's simulation
     turns that off, so an unstable scene run from a checkout (or a dataset folder) leaves nothing behind."""
-    script = textwrap.dedent(
-        """
-        import mujoco
-        import lewm_ros.envs.reach_env  # noqa: F401
-        xml = (
-            '<mujoco><option timestep="0.05" integrator="Euler"/><worldbody><body><joint name="j" type="hinge"/>'
-            '<geom size="0.1" mass="0.001"/></body></worldbody><actuator><velocity joint="j" kv="1e6"/></actuator>'
-            '</mujoco>'
-        )
-        model = mujoco.MjModel.from_xml_string(xml)
-        data = mujoco.MjData(model)
-        data.ctrl[:] = 1.0
-        mujoco.mj_step(model, data, 5)
-        assert data.warning[mujoco.mjtWarning.mjWARN_BADQACC].number > 0, "the scene did not warn"
-        """
-    )
     env = {key: value for key, value in os.environ.items() if key != "LEWM_MUJOCO_LOG"}
-    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, cwd=tmp_path, env=env)
+    result = subprocess.run([sys.executable, "-c", UNSTABLE_SCRIPT], capture_output=True, text=True, cwd=tmp_path,
+                            env=env)  # fmt: skip
     assert result.returncode == 0, result.stdout + result.stderr
     assert sorted(os.listdir(tmp_path)) == []
     assert not (ROOT / "MUJOCO_LOG.TXT").exists(), "a test or tool left MUJOCO_LOG.TXT in the checkout"
+
+
+def test_mujoco_warnings_go_to_the_file_named_by_lewm_mujoco_log(tmp_path):
+    log = tmp_path / "logs" / "mujoco.txt"
+    log.parent.mkdir()
+    env = {**os.environ, "LEWM_MUJOCO_LOG": str(log), "MUJOCO_GL": "egl"}
+    result = subprocess.run([sys.executable, "-c", UNSTABLE_SCRIPT], cwd=tmp_path, env=env, capture_output=True,
+                            text=True)  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert "QACC" in log.read_text()
+    assert not (tmp_path / "MUJOCO_LOG.TXT").exists()
