@@ -206,17 +206,16 @@ class LewmAgent(LifecycleNode):
         return TransitionCallbackReturn.SUCCESS
 
     def on_cleanup(self, state: LifecycleState) -> TransitionCallbackReturn:
-        self._halt("cleanup")
-        self._teardown()
-        return TransitionCallbackReturn.SUCCESS
+        return self._halt_and_teardown("cleanup")
 
     def on_shutdown(self, state: LifecycleState) -> TransitionCallbackReturn:
-        self._halt("shutdown")
-        self._teardown()
-        return TransitionCallbackReturn.SUCCESS
+        return self._halt_and_teardown("shutdown")
 
     def on_error(self, state: LifecycleState) -> TransitionCallbackReturn:
-        self._halt("error")
+        return self._halt_and_teardown("error")
+
+    def _halt_and_teardown(self, why: str) -> TransitionCallbackReturn:
+        self._halt(why)
         self._teardown()
         return TransitionCallbackReturn.SUCCESS
 
@@ -224,10 +223,7 @@ class LewmAgent(LifecycleNode):
         """Stop the control timer and send the safe command once (a forward controller keeps the last one)."""
         with self._lock:
             was_active = self._active
-            self._active = False
-            if self._control_timer is not None:
-                self.destroy_timer(self._control_timer)
-                self._control_timer = None
+            self._stop_control_timer()
             if self.command_pub is not None:
                 self._publish_safe()
             if was_active:
@@ -362,12 +358,15 @@ class LewmAgent(LifecycleNode):
         self._entities.append((kind, entity))
         return entity
 
+    def _stop_control_timer(self) -> None:
+        self._active = False
+        if self._control_timer is not None:
+            self.destroy_timer(self._control_timer)
+            self._control_timer = None
+
     def _teardown(self) -> None:
         with self._lock:
-            self._active = False
-            if self._control_timer is not None:
-                self.destroy_timer(self._control_timer)
-                self._control_timer = None
+            self._stop_control_timer()
             destroy = {"pub": self.destroy_publisher, "sub": self.destroy_subscription,
                        "srv": self.destroy_service, "timer": self.destroy_timer}  # fmt: skip
             for kind, entity in reversed(self._entities):
