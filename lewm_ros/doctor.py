@@ -370,9 +370,14 @@ def check_encoder(context: Context) -> list[Check]:
         return [Check("encoder", SKIP, "needs a loaded bundle and a usable device"),
                 Check("encode latency", SKIP, "needs the encoder")]  # fmt: skip
     device, bundle = context.device, context.bundle
-    fp32 = bundle.load_torchscript("encoder", device)
-    # A second copy to cast: TorchScript's .to() converts in place. Like the agent: fp32 on the CPU.
-    encoder, precision = cast_encoder(bundle.load_torchscript("encoder", device), device, context.precision)
+    try:
+        fp32 = bundle.load_torchscript("encoder", device)
+        # A second copy to cast: TorchScript's .to() converts in place. Like the agent: fp32 on the CPU.
+        encoder, precision = cast_encoder(bundle.load_torchscript("encoder", device), device, context.precision)
+    except Exception as err:  # BundleError; a TorchScript archive from a newer torch than this one
+        return [Check("encoder", FAIL, _one_line(err), "re-save the bundle's TorchScript files with this machine's "
+                      "torch (docs/jetson.md, 'Copying the bundle back')"),
+                Check("encode latency", SKIP, "needs the encoder")]  # fmt: skip
     context.encoder_precision = precision
     size = bundle.image_size
     generator = torch.Generator().manual_seed(0)

@@ -120,7 +120,7 @@ def compile_fallback(mode: str | None, device: torch.device) -> tuple[str | None
     if device.type == "cuda" and not has_triton():
         return None, (
             f"compile {mode} on CUDA needs Triton, which this torch build lacks (NVIDIA's JetPack wheels ship "
-            "without it): eager rollout"
+            "without it; the Jetson AI Lab index has one): eager rollout"
         )
     return mode, None
 
