@@ -43,6 +43,7 @@ setup(
             "lewm-ros = lewm_ros.cli:main",
             "lewm_agent = lewm_ros.ros.agent_node:main",
             "mujoco_sim = lewm_ros.ros.mujoco_sim:main",
+            "bag_recorder = lewm_ros.ros.bag_recorder:main",
         ]
     },
 )

@@ -1,24 +1,27 @@
 """The reaching demo: MuJoCo simulator + LeWM agent, parameters from config/sim_reach.yaml.
 
     ros2 launch lewm_ros sim_reach.launch.py [scene:=reach2d] [bundle:=reach2d] [device:=auto]
-                                             [headless:=true] [record:=false]
+                                             [headless:=true] [record:=false] [bag:=DIR]
 
 The agent is a lifecycle node: this file configures it at start-up and activates it once it reaches
 `inactive` (a failed configure leaves it unconfigured and says why in its log). `headless:=false` also opens
 rqt_image_view on /lewm_agent/debug_image (camera beside goal, cost and surprise); the simulator itself always
-renders offscreen. `record:=true` is accepted now; the bag recorder node that honours it arrives with the
-rosbag issue (#11), until then it only logs that nothing is recorded.
+renders offscreen. `record:=true` also starts the bag recorder (camera, commands, joint states, goal image,
+surprise, plan source, stamped with simulated time) into `bag:=DIR` (default rosbag2_<date-time> in the working
+directory); frame episodes with `ros2 service call /bag_recorder/mark_episode std_srvs/srv/SetBool "{data: true}"`
+(false to stop). MCAP on Humble needs ros-humble-rosbag2-storage-mcap to play the bag back.
 Works with Humble and Jazzy launch_ros (no `autostart` attribute, which Humble lacks).
 Without ROS installed, `lewm-ros sim-reach` runs the same graph from the same YAML in one process.
 """
 
-from launch.actions import DeclareLaunchArgument, EmitEvent, LogInfo, RegisterEventHandler
+from launch.actions import DeclareLaunchArgument, EmitEvent, RegisterEventHandler
 from launch.conditions import IfCondition, UnlessCondition
 from launch.events import matches_action
 from launch.substitutions import LaunchConfiguration, PathJoinSubstitution
 from launch_ros.actions import LifecycleNode, Node
 from launch_ros.event_handlers import OnStateTransition
 from launch_ros.events.lifecycle import ChangeState
+from launch_ros.parameter_descriptions import ParameterValue
 from launch_ros.substitutions import FindPackageShare
 from lifecycle_msgs.msg import Transition
 
@@ -29,7 +32,8 @@ ARGUMENTS = {
     "bundle": ("reach2d", "model bundle: a shipped name or a directory"),
     "device": ("auto", "agent device: auto, cpu or cuda"),
     "headless": ("true", "false: also open rqt_image_view on /lewm_agent/debug_image"),
-    "record": ("false", "true: record a rosbag (bag recorder arrives with issue #11; accepted now)"),
+    "record": ("false", "true: also run the bag recorder (rosbag2, MCAP) on the demo's topics"),
+    "bag": ("", "record:=true: bag directory to create (default rosbag2_<date-time> in the working directory)"),
 }
 
 
@@ -56,8 +60,9 @@ def generate_launch_description() -> LaunchDescription:
         package="rqt_image_view", executable="rqt_image_view", name="debug_view", arguments=["/lewm_agent/debug_image"],
         condition=UnlessCondition(LaunchConfiguration("headless")),
     )  # fmt: skip
-    record_note = LogInfo(
-        msg="record:=true: the bag recorder arrives with issue #11; nothing is recorded yet",
+    recorder = Node(
+        package="lewm_ros", executable="bag_recorder", name="bag_recorder", output="screen",
+        parameters=[{"output": ParameterValue(LaunchConfiguration("bag"), value_type=str), "use_sim_time": True}],
         condition=IfCondition(LaunchConfiguration("record")),
     )  # fmt: skip
-    return LaunchDescription([*arguments, sim, agent, activate, configure, viewer, record_note])
+    return LaunchDescription([*arguments, recorder, sim, agent, activate, configure, viewer])

@@ -6,6 +6,11 @@ the simulator for a new start and goal (`/mujoco_sim/reset`), waits for the new 
 and watches `/mujoco_sim/success` until success or the episode's simulated-time budget. It prints each outcome
 and the success rate, and writes summary.json and a video (camera beside goal, with the surprise and plan-cost
 traces) to --out.
+
+--record DIR also runs the bag recorder (lewm_ros/ros/bag_recorder.py) in the same executor: the camera,
+commands, joint states, goal image, surprise and plan source go into a rosbag2 directory stamped with simulated
+time (the recorder follows /clock), and each episode is framed by `/bag_recorder/mark_episode` calls: start
+when the agent is resumed after the reset, stop at success or the budget.
 """
 
 from __future__ import annotations
@@ -47,6 +52,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--no-video", action="store_true", help="skip the video")
     parser.add_argument("--video-format", choices=("gif", "mp4"), default="gif",
                         help="mp4 needs an ffmpeg backend for imageio (imageio-ffmpeg); gif always works")
+    parser.add_argument("--record", type=Path, metavar="DIR",
+                        help="also record a rosbag2 directory (must not exist) with episode markers")
+    parser.add_argument("--record-storage", choices=("mcap", "sqlite3"), default="mcap",
+                        help="storage of --record (default mcap)")
     parser.set_defaults(run=run)
 
 
@@ -89,10 +98,12 @@ def run_demo(args: argparse.Namespace) -> dict[str, Any]:
     import rclpy
     from rclpy.context import Context
     from rclpy.executors import MultiThreadedExecutor
+    from rclpy.parameter import Parameter
 
     from lewm_ros.model.bundle import read_meta
     from lewm_ros.model.shipped import find_bundle
     from lewm_ros.ros.agent_node import LewmAgent
+    from lewm_ros.ros.bag_recorder import DEFAULT_TOPICS, BagRecorder
     from lewm_ros.ros.bringup import find_config, node_section, parameter_overrides
     from lewm_ros.ros.mujoco_sim import MujocoSim
 
@@ -106,13 +117,21 @@ def run_demo(args: argparse.Namespace) -> dict[str, Any]:
     rclpy.init(context=context, args=[])
     nodes: list[Any] = []
     executor = MultiThreadedExecutor(num_threads=6, context=context)
+    recorder: Any = None
+    recording: dict[str, Any] | None = None
     try:
+        if args.record is not None:  # first: a bad output directory fails before anything starts
+            recorder = BagRecorder(context=context, parameter_overrides=[
+                Parameter("output", value=str(args.record)), Parameter("storage", value=args.record_storage),
+                Parameter("use_sim_time", value=True),
+            ])  # fmt: skip
+            nodes.append(recorder.node)
         sim = MujocoSim(context=context, parameter_overrides=parameter_overrides(config, "mujoco_sim", sim_overrides))
         nodes.append(sim)
         agent = LewmAgent(context=context,
                           parameter_overrides=parameter_overrides(config, "lewm_agent", agent_overrides))  # fmt: skip
         nodes.append(agent)
-        driver = DemoDriver(context)
+        driver = DemoDriver(context, record=recorder is not None)
         nodes.append(driver.node)
         for node in nodes:
             executor.add_node(node)
@@ -121,11 +140,17 @@ def run_demo(args: argparse.Namespace) -> dict[str, Any]:
         if str(agent.trigger_configure()) != "TransitionCallbackReturnType.SUCCESS":
             raise RuntimeError("lewm_agent failed to configure (see its log above)")
         agent.trigger_activate()
+        if recorder is not None:
+            missing = recorder.wait_for_topics(DEFAULT_TOPICS, timeout=10.0)
+            if missing:
+                print(f"warning: not recording {', '.join(missing)} (no publisher appeared)", flush=True)
         results = [driver.run_episode(i, args.episode_seconds) for i in range(args.episodes)]
         agent.trigger_deactivate()
         diagnostics = {kv.key: kv.value for kv in agent.diagnostics().values}
     finally:
         executor.shutdown(timeout_sec=5.0)
+        if recorder is not None:
+            recording = asdict(recorder.close())
         for node in reversed(nodes):
             node.destroy_node()
         context.try_shutdown()
@@ -136,6 +161,10 @@ def run_demo(args: argparse.Namespace) -> dict[str, Any]:
         "overrides": {"mujoco_sim": sim_overrides, "lewm_agent": agent_overrides},
         "agent": diagnostics, "results": [asdict(r) for r in results],
     }  # fmt: skip
+    if recording is not None:
+        summary["recording"] = recording
+        print(f"recorded {recording['messages']} messages into {recording['path']} "
+              f"({len(recording['episodes'])} episodes, {recording['dropped']} dropped)", flush=True)  # fmt: skip
     if not args.no_video and driver.recording.frames:
         summary["video"] = str(write_video(driver.recording, args.out, args.video_format))
     (args.out / "summary.json").write_text(json.dumps(summary, indent=2))
@@ -145,7 +174,7 @@ def run_demo(args: argparse.Namespace) -> dict[str, Any]:
 class DemoDriver:
     """Runs episodes through the demo graph's ROS interfaces only."""
 
-    def __init__(self, context: Any) -> None:
+    def __init__(self, context: Any, record: bool = False) -> None:
         from rclpy.node import Node
         from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
         from rosgraph_msgs.msg import Clock
@@ -171,6 +200,7 @@ class DemoDriver:
         self._episode: int | None = None
         self._reset = self.node.create_client(Trigger, "/mujoco_sim/reset")
         self._enable = self.node.create_client(SetBool, "/lewm_agent/enable")
+        self._mark = self.node.create_client(SetBool, "/bag_recorder/mark_episode") if record else None
         self._trigger, self._set_bool = Trigger, SetBool
         sub = self.node.create_subscription
         sub(Image, "/goal/image_raw", self._on_goal, goal_qos)
@@ -228,6 +258,13 @@ class DemoDriver:
             time.sleep(0.01)
         return future.result()
 
+    def _mark_episode(self, start: bool) -> None:
+        """Frame the episode in the bag (when recording): the recorder writes "start N" / "stop N"."""
+        if self._mark is not None:
+            reply = self._call(self._mark, self._set_bool.Request(data=start))
+            if not reply.success:
+                raise RuntimeError(f"/bag_recorder/mark_episode failed: {reply.message}")
+
     def run_episode(self, index: int, budget_s: float) -> EpisodeResult:
         self._episode = None  # no video frames while the arm is reset
         self._call(self._enable, self._set_bool.Request(data=False))
@@ -243,6 +280,7 @@ class DemoDriver:
         self._success, self._errors, self._surprises = False, [], []
         self._surprise = self._cost = float("nan")
         start = self._sim_time
+        self._mark_episode(True)
         self._call(self._enable, self._set_bool.Request(data=True))
         stalled_since = time.monotonic()
         last_time = self._sim_time
@@ -252,6 +290,7 @@ class DemoDriver:
                 last_time, stalled_since = self._sim_time, time.monotonic()
             elif time.monotonic() - stalled_since > 10.0:
                 raise RuntimeError("the simulation clock stopped advancing")
+        self._mark_episode(False)
         result = EpisodeResult(
             episode=index, success=self._success, sim_seconds=round(self._sim_time - start, 3),
             final_goal_error=self._error, min_goal_error=float(min(self._errors, default=float("nan"))),
