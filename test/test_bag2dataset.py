@@ -291,6 +291,18 @@ def test_several_bags_append_and_must_agree_on_joints(tmp_path):
     assert not (tmp_path / "mixed.h5").exists() and not list(tmp_path.glob(".mixed.h5*"))
 
 
+def test_long_episodes_are_cut_into_overlapping_parts(tmp_path, monkeypatch):
+    monkeypatch.setattr("lewm_ros.data.bag2dataset.MAX_EPISODE_BYTES", 10 * SIDE * SIDE * 3)  # 10 frames
+    bag = write_bag(tmp_path / "bag", recording(25))
+    report = convert([bag], tmp_path / "out.h5", spec())
+    check_accounting(report)
+    assert report.bags[0].episodes == [10, 10, 7] and report.bags[0].kept == 25
+    with EpisodeReader(tmp_path / "out.h5") as reader:
+        np.testing.assert_array_equal(reader.pixels(1, [0])[0], frame_pixels(9))  # part 2 repeats frame 9
+        actions = np.concatenate([reader.actions(e)[:-1] for e in range(3)])
+    np.testing.assert_allclose(actions, np.array([velocity(k) for k in range(24)]) / 2.0, atol=1e-6)  # all 24
+
+
 # ---------------------------------------------------------------------- damaged bags
 
 

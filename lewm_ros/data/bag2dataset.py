@@ -68,6 +68,7 @@ DEFAULT_EPISODE_TOPIC = "/bag_recorder/episode"
 DEFAULT_MAX_GAP = 0.5
 MAX_IMAGE_SIZE = 4096
 MAX_SPEED = 1000.0
+MAX_EPISODE_BYTES = 512 << 20  # frames of one episode held in memory before it is written
 FRAME_TIMES = ("auto", "header", "bag")
 ALIGNMENT = "zero-order hold: row k's action is the command in force when frame k+1 arrived"
 
@@ -539,18 +540,16 @@ class _Converter:
         self, frames: list[_Frame], windows: list[tuple[_Key, _Key]] | None, report: BagReport
     ) -> list[list[_Frame]]:
         """Frames grouped by marked episode (or all together), split where the camera paused > --max-gap."""
-        usable = sorted((f for f in frames if f.time >= 0), key=lambda f: (f.time, f.key))
+        by_arrival = sorted((f for f in frames if f.time >= 0), key=lambda f: f.key)
         groups: list[list[_Frame]]
         if windows is None:
-            groups = [usable]
+            groups = [by_arrival]
         else:
-            groups = []
-            inside = 0
-            for start, stop in windows:
-                group = [f for f in usable if start < f.key < stop]
-                inside += len(group)
-                groups.append(group)
-            report.dropped[OUTSIDE_MARKERS] += len(usable) - inside
+            keys = [f.key for f in by_arrival]
+            groups = [by_arrival[bisect.bisect_right(keys, start) : bisect.bisect_left(keys, stop)]
+                      for start, stop in windows]  # fmt: skip
+            report.dropped[OUTSIDE_MARKERS] += len(by_arrival) - sum(len(group) for group in groups)
+        groups = [sorted(group, key=lambda f: (f.time, f.key)) for group in groups]
         gap = round(self.spec.max_gap * 1e9)
         segments: list[list[_Frame]] = []
         for group in groups:
@@ -691,17 +690,37 @@ class _Converter:
             for segment in self._segments(scan.frames, windows, report):
                 for run in self._resample(segment, report):
                     plan.extend(self._episodes(self._rows(run, commands, joints, report), report))
-            self._decode_and_write(source, plan, report, marker)
+            self._decode_and_write(source, self._bounded(plan, report), report, marker)
         return report
+
+    def _bounded(self, plan: list[list[dict[str, Any]]], report: BagReport) -> list[list[dict[str, Any]]]:
+        """Episodes whose frames would pass MAX_EPISODE_BYTES are cut into parts that overlap by one row (the part's
+        first row repeats the previous part's last frame), so no transition is lost and memory stays bounded."""
+        side = self.spec.image_size
+        limit = max(2, MAX_EPISODE_BYTES // (side * side * 3))
+        bounded: list[list[dict[str, Any]]] = []
+        for piece in plan:
+            if len(piece) <= limit:
+                bounded.append(piece)
+                continue
+            report.notes.append(f"an episode of {len(piece)} rows was cut into parts of at most {limit} rows "
+                                f"({MAX_EPISODE_BYTES >> 20} MiB of frames), each repeating the previous part's "
+                                "last frame")  # fmt: skip
+            for start in range(0, len(piece) - 1, limit - 1):
+                part = piece[start : start + limit]
+                if start:
+                    part = [{**part[0], "continued": True}, *part[1:]]
+                bounded.append(part)
+        return bounded
 
     def _decode_and_write(self, source: BagSource, plan: list[list[dict[str, Any]]], report: BagReport,
                           marker: str | None) -> None:  # fmt: skip
         """Pass 2: decode the planned frames in read order and write each episode once all its frames are in."""
         spec = self.spec
-        wanted: dict[int, tuple[int, int]] = {}  # image ordinal -> (episode, row)
+        wanted: dict[int, list[tuple[int, int]]] = {}  # image ordinal -> (episode, row) of each place it goes
         for e, piece in enumerate(plan):
             for r, row in enumerate(piece):
-                wanted[row["frame"].ordinal] = (e, r)
+                wanted.setdefault(row["frame"].ordinal, []).append((e, r))
         pixels: list[dict[int, np.ndarray | str]] = [{} for _ in plan]
         written = 0
         bar = _progress(len(wanted), f"{source.path.name}", enabled=self.progress)
@@ -711,11 +730,12 @@ class _Converter:
                 if topic != spec.image_topic:
                     continue
                 ordinal += 1
-                where = wanted.get(ordinal)
-                if where is None:
+                places = wanted.get(ordinal)
+                if places is None:
                     continue
-                e, r = where
-                pixels[e][r] = self._frame(source, raw, report)
+                image = self._frame(source, raw, report)
+                for e, r in places:
+                    pixels[e][r] = image
                 bar.update(1)
                 while written < len(plan) and len(pixels[written]) == len(plan[written]):
                     self._write_pieces(plan[written], pixels[written], report, source.path)
@@ -755,7 +775,8 @@ class _Converter:
         for r, row in enumerate(piece):
             image = frames.get(r, "frame not found on the second read")
             if isinstance(image, str):
-                report.dropped[image] += 1
+                if not row.get("continued"):  # a repeated frame is counted where it first appears
+                    report.dropped[image] += 1
                 self._flush(current, report, path)
                 current = []
                 continue
@@ -792,7 +813,7 @@ class _Converter:
         )
         self._writer().write_episode(episode)
         report.episodes.append(n)
-        report.kept += n
+        report.kept += n - bool(rows[0][0].get("continued"))  # a repeated frame is counted once
 
     def _writer(self) -> EpisodeWriter:
         if self.writer is None:
