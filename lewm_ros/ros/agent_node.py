@@ -248,6 +248,7 @@ class LewmAgent(LifecycleNode):
         self._stopped: str | None = None
         self._latency_from: float | None = None
         self._precision = "fp32"
+        self._encoder_precision = "fp32"
         self._warnings: list[str] = []
 
     def _configure(self) -> None:
@@ -255,7 +256,7 @@ class LewmAgent(LifecycleNode):
 
         from lewm_ros.control.mpc import LatentMPC
         from lewm_ros.model.bundle import load_bundle
-        from lewm_ros.model.precision import resolve_device
+        from lewm_ros.model.precision import cast_encoder, resolve_device
         from lewm_ros.model.shipped import find_bundle
         from lewm_ros.planning.core import LatentPlanner
 
@@ -274,9 +275,8 @@ class LewmAgent(LifecycleNode):
                 f"{bundle_path} commands {action_dim}"
             )
         shaper = CommandShaper(action_dim, settings.action_scale, settings.max_command, settings.safe_action)
-        encoder = bundle.load_torchscript("encoder", device)
-        if device.type == "cuda" and settings.precision in ("fp16", "bf16"):
-            encoder = encoder.to(torch.float16 if settings.precision == "fp16" else torch.bfloat16)
+        encoder, encoder_precision = cast_encoder(bundle.load_torchscript("encoder", device), device,
+                                                  settings.precision)  # fmt: skip
         planner = LatentPlanner.from_bundle(bundle, settings.planner_config(), device)
         dim = bundle.config.latent_dim
         probe = (torch.zeros(1, dim), None, torch.zeros(dim))
@@ -287,6 +287,9 @@ class LewmAgent(LifecycleNode):
             self.get_logger().info(f"precision auto -> {self._precision} (ms per scoring pass: {timings})")
         if settings.warmup:
             planner.warmup(*probe)
+        for note in planner.notes:  # fallbacks this device forced (precision, compile): say so in the node's log
+            self._warn(f"planner: {note}")
+        self._encoder_precision = encoder_precision
         trained_dt = ((bundle.meta.get("training") or {}).get("data") or {}).get("control_dt")
         if isinstance(trained_dt, (int, float)) and abs(trained_dt * settings.control_rate_hz - 1.0) > 0.01:
             self._warn(
@@ -640,6 +643,7 @@ class LewmAgent(LifecycleNode):
             "bundle": str(self.bundle_path or ""),
             "device": str(self.device or ""),
             "precision": self._precision,
+            "encoder_precision": self._encoder_precision,
             "control_rate_hz": f"{rate:.2f}",
             "plan_ms_p50": f"{_percentile(stats.plan_ms, 50):.1f}",
             "plan_ms_p95": f"{_percentile(stats.plan_ms, 95):.1f}",
