@@ -98,3 +98,17 @@ def test_mujoco_warnings_go_to_the_file_named_by_lewm_mujoco_log(tmp_path):
     assert result.returncode == 0, result.stderr
     assert "QACC" in log.read_text()
     assert not (tmp_path / "MUJOCO_LOG.TXT").exists()
+
+
+def test_headless_machines_pick_an_offscreen_backend_and_an_explicit_one_wins():
+    """Without DISPLAY or MUJOCO_GL, importing the simulation picks EGL (then OSMesa) by itself; a user's
+    MUJOCO_GL is never overridden."""
+    from lewm_ros.envs.gl_backend import headless_gl_backend
+
+    script = "import os, lewm_ros.envs.reach_env; print(os.environ.get('MUJOCO_GL'))"
+    bare = {k: v for k, v in os.environ.items() if k not in ("MUJOCO_GL", "DISPLAY")}
+    picked = subprocess.run([sys.executable, "-c", script], env=bare, capture_output=True, text=True, check=True)
+    assert picked.stdout.strip() == str(headless_gl_backend())
+    chosen = subprocess.run([sys.executable, "-c", script], env={**bare, "MUJOCO_GL": "glfw"},
+                            capture_output=True, text=True, check=True)  # fmt: skip
+    assert chosen.stdout.strip() == "glfw"

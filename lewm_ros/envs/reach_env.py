@@ -44,10 +44,12 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-# Offscreen rendering needs an OpenGL platform chosen before mujoco is imported: EGL (headless) unless the
-# user picked one or has a display.
-if "DISPLAY" not in os.environ:
-    os.environ.setdefault("MUJOCO_GL", "egl")
+from lewm_ros.envs.gl_backend import headless_gl_backend
+
+# Offscreen rendering needs an OpenGL platform chosen before mujoco is imported. An explicit MUJOCO_GL always
+# wins; with a display MuJoCo's default (GLFW) works; without one, EGL, then OSMesa.
+if "DISPLAY" not in os.environ and "MUJOCO_GL" not in os.environ and (_backend := headless_gl_backend()):
+    os.environ["MUJOCO_GL"] = _backend
 
 import mujoco
 import numpy as np
