@@ -396,3 +396,42 @@ def test_ctrl_c_leaves_the_arm_with_the_safe_command(ros_context, scene):
         assert agent.returncode == 0, err[-1000:]
         assert is_zero(rig.received.commands[-1][1]), "the last command after Ctrl-C was not the safe one"
         assert "Traceback" not in err
+
+
+def test_a_stopped_sim_clock_ends_in_the_safe_command(ros_context, scene):
+    """Under use_sim_time ticks follow /clock; when it stops the steady-clock watchdog must send the safe
+    command (a forward controller would otherwise keep the last velocity forever)."""
+    from rosgraph_msgs.msg import Clock
+
+    with AgentRig(ros_context, use_sim_time=True, frame_timeout_ms=200.0) as rig:
+        clock = rig.node.create_publisher(Clock, "/clock", 10)
+        sim_ns = 0
+
+        def advance(seconds: float) -> None:
+            nonlocal sim_ns
+            end = time.monotonic() + seconds
+            while time.monotonic() < end:
+                sim_ns += 50_000_000
+                clock.publish(Clock(clock=rclpy_time(sim_ns)))
+                rig.publish_frame(scene["start"])
+                time.sleep(0.05)
+
+        assert str(rig.agent.trigger_configure()) == SUCCESS
+        rig.wait_for_subscribers()
+        rig.goal.publish(image_codec.rgb_to_image(scene["goal"]))
+        assert str(rig.agent.trigger_activate()) == SUCCESS
+        advance(1.5)
+        assert any(not is_zero(v) for v in rig.commands_since(0.0)), "no control while the clock ran"
+        stopped = time.monotonic()
+        rig.stream(scene["start"], 1.0)  # frames keep coming, the clock does not
+        after = [(t - stopped, v) for t, v in rig.received.commands if t > stopped]
+        first_safe = next((dt for dt, v in after if is_zero(v)), None)
+        assert first_safe is not None and first_safe < 0.2 + 2 * PERIOD + 0.1, after[:5]
+        assert all(is_zero(v) for dt, v in after if dt > first_safe)
+        assert rig.agent.stats.stalls >= 1
+
+
+def rclpy_time(nanoseconds: int):
+    from builtin_interfaces.msg import Time
+
+    return Time(sec=nanoseconds // 1_000_000_000, nanosec=nanoseconds % 1_000_000_000)

@@ -87,6 +87,7 @@ class AgentStats:
     errors: int = 0
     goals: int = 0
     unsynchronised: int = 0  # block frames older than the tick (frame_sync_ms ran out)
+    stalls: int = 0  # watchdog safe commands because no control tick ran (node clock stopped)
     last_cost: float = math.nan
     last_command: float = math.nan  # monotonic time of the last command
 
@@ -194,6 +195,7 @@ class LewmAgent(LifecycleNode):
             self.mpc.reset()
             self.surprise.clear()
             self._active = True
+            self._activated_at = time.monotonic()
             self._stopped = None
             self._control_timer = self.create_timer(
                 self.settings.control_period, self._tick, callback_group=self._control_group, clock=self.get_clock()
@@ -355,6 +357,9 @@ class LewmAgent(LifecycleNode):
             clock=self._steady))  # fmt: skip
         self._keep("timer", self.create_timer(0.1, self._maybe_publish_debug, callback_group=self._report_group,
                                               clock=self._steady))  # fmt: skip
+        self._watchdog_group = MutuallyExclusiveCallbackGroup()
+        self._keep("timer", self.create_timer(s.control_period, self._watch_ticks,
+                                              callback_group=self._watchdog_group, clock=self._steady))  # fmt: skip
         self._last_debug = 0.0
 
     def _keep(self, kind: str, entity: Any) -> Any:
@@ -509,6 +514,28 @@ class LewmAgent(LifecycleNode):
             if reason is not None:
                 self._stop(reason)
 
+    def _watch_ticks(self) -> None:
+        """Steady-clock watchdog: control ticks follow the node clock, which stops with /clock under use_sim_time
+        (or never starts). While active, no command for longer than `_tick_stall_s()` means the loop stalled: send
+        the safe command, since a forward controller would keep the last one forever."""
+        if not self._active:
+            return
+        with self._lock:
+            last = self.stats.last_command
+            stalled = self._active and (math.isnan(last) or time.monotonic() - last > self._tick_stall_s())
+            if stalled and self._activated_at + self._tick_stall_s() < time.monotonic():
+                self.stats.stalls += 1
+                self._publish_safe()
+                self.mpc.reset()
+                if self._stopped != "control ticks stalled":
+                    self.get_logger().warning("safe command: control ticks stalled (is /clock running?)")
+                    self._stopped = "control ticks stalled"
+                    self.stats.stops["control ticks stalled"] += 1
+
+    def _tick_stall_s(self) -> float:
+        """As long as the camera may be silent (frame_timeout_ms), and at least three control periods."""
+        return max(3 * self.settings.control_period, self.settings.frame_timeout_ms / 1000.0)
+
     def _apply_pending_goal(self) -> None:
         goal, self._pending_goal = self._pending_goal, None
         if goal is not None:
@@ -659,6 +686,7 @@ class LewmAgent(LifecycleNode):
             "partial_plans": str(stats.partial_plans),
             "plan_overruns": str(stats.overruns),
             "unsynchronised_frames": str(stats.unsynchronised),
+            "tick_stalls": str(stats.stalls),
             "errors": str(stats.errors),
             "plan_cost": f"{stats.last_cost:.4g}",
             "surprise": f"{self.surprise.latest:.4g}",
