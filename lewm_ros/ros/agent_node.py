@@ -289,6 +289,12 @@ class LewmAgent(LifecycleNode):
             self.get_logger().info(f"precision auto -> {self._precision} (ms per scoring pass: {timings})")
         if settings.warmup:
             planner.warmup(*probe)
+            # TorchScript's profiling executor optimises (and on CPU may fuse) during the first calls, which can
+            # take hundreds of ms each: pay that here, not in the first control ticks.
+            blank = torch.zeros(1, bundle.image_size, bundle.image_size, 3, dtype=torch.uint8, device=device)
+            with torch.inference_mode():
+                for _ in range(3):
+                    encoder(blank)
         for note in planner.notes:  # fallbacks this device forced (precision, compile): say so in the node's log
             self._warn(f"planner: {note}")
         self._encoder_precision = encoder_precision
@@ -518,9 +524,9 @@ class LewmAgent(LifecycleNode):
         """Steady-clock watchdog: control ticks follow the node clock, which stops with /clock under use_sim_time
         (or never starts). While active, no command for longer than `_tick_stall_s()` means the loop stalled: send
         the safe command, since a forward controller would keep the last one forever."""
-        if not self._active:
-            return
-        with self._lock:
+        if not self._active or not self._lock.acquire(blocking=False):
+            return  # a tick (or a transition) holds the lock: the loop is alive, never queue behind it
+        try:
             last = self.stats.last_command
             stalled = self._active and (math.isnan(last) or time.monotonic() - last > self._tick_stall_s())
             if stalled and self._activated_at + self._tick_stall_s() < time.monotonic():
@@ -531,6 +537,8 @@ class LewmAgent(LifecycleNode):
                     self.get_logger().warning("safe command: control ticks stalled (is /clock running?)")
                     self._stopped = "control ticks stalled"
                     self.stats.stops["control ticks stalled"] += 1
+        finally:
+            self._lock.release()
 
     def _tick_stall_s(self) -> float:
         """As long as the camera may be silent (frame_timeout_ms), and at least three control periods."""
