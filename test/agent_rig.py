@@ -1,9 +1,7 @@
 """Test rig for the agent node: a real `lewm_agent` and a second rclpy node playing camera, goal publisher,
 joint-state source and controller, all over DDS on loopback in one MultiThreadedExecutor.
 
-`LockstepArm` closes the loop like the training data: every command received steps a ReachEnv once and
-publishes the frame that results. MuJoCo's EGL context belongs to the thread that made it, so stepping and
-rendering happen in the test's thread (`pump`), never in an executor callback.
+Closed-loop tests with a simulated arm use the real mujoco_sim node (test_sim_reach.py).
 """
 
 from __future__ import annotations
@@ -109,31 +107,3 @@ class AgentRig:
 
     def __exit__(self, *exc) -> None:
         self.close()
-
-
-class LockstepArm:
-    """A ReachEnv that advances one control step per received velocity command, publishing the new frame."""
-
-    def __init__(self, rig: AgentRig, env, max_speed: float = 2.0) -> None:
-        self.rig, self.env, self.max_speed = rig, env, max_speed
-        self.steps = 0
-
-    def pump(self, seconds: float, on_step=None) -> None:
-        end = time.monotonic() + seconds
-        last_publish = 0.0
-        while time.monotonic() < end:
-            try:
-                values = self.rig.commands.get(timeout=0.05)
-            except queue.Empty:
-                if time.monotonic() - last_publish > 0.05:  # keep the camera alive while the agent holds
-                    self.rig.publish_frame(self.env.render())
-                    self.rig.publish_joint_state(self.env.qpos)
-                    last_publish = time.monotonic()
-                continue
-            self.env.step(np.asarray(values, np.float64) / self.max_speed)
-            self.steps += 1
-            if on_step is not None:
-                on_step(self)
-            self.rig.publish_frame(self.env.render())
-            self.rig.publish_joint_state(self.env.qpos)
-            last_publish = time.monotonic()

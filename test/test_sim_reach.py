@@ -114,16 +114,16 @@ def test_teleporting_the_arm_raises_the_surprise_alarm_and_holds(ros_context, te
             graph.run_for(2.0)
             assert not monitor.alarm, f"false alarm, surprise {monitor.latest} > {monitor.threshold}"
             return
-        # Measured on this CPU: 9 of 10 teleports exceed the default threshold (peaks 103-229 against 106), normal
-        # blocks stay below 94. Up to three teleports make the test robust to the weakest ones.
-        for _ in range(3):
+        # Measured on this CPU: teleports peak at 103-229, 6 of 10 above the demo's threshold (141); normal
+        # blocks reach 93-113. Up to five teleports make the test robust to the weakest ones.
+        for _ in range(5):
             graph.teleport()
             marked = time.monotonic()
             graph.run_for(1.0)
             if monitor.alarm:
                 break
         graph.run_for(1.0)
-        assert monitor.alarm, f"no alarm after 3 teleports: surprise {monitor.latest}, threshold {monitor.threshold}"
+        assert monitor.alarm, f"no alarm after 5 teleports: surprise {monitor.latest}, threshold {monitor.threshold}"
         held = [v for t, v in graph.commands if t > marked + 0.6]
         assert held and all(v == [0.0, 0.0] for v in held), "the arm was commanded after the alarm"
         assert "surprise alarm" in graph.agent.diagnostics().message
