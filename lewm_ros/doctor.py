@@ -14,7 +14,6 @@ for bags. Exit code 0 when nothing FAILs, 1 otherwise; a broken check is a FAIL 
 from __future__ import annotations
 
 import argparse
-import importlib
 import os
 import platform
 import shutil
@@ -35,8 +34,6 @@ DISCOVERY_RANGES = ("SYSTEM_DEFAULT", "LOCALHOST", "SUBNET", "OFF")
 KNOWN_RMWS = ("rmw_fastrtps_cpp", "rmw_fastrtps_dynamic_cpp", "rmw_cyclonedds_cpp", "rmw_connextdds",
               "rmw_zenoh_cpp", "rmw_gurumdds_cpp")  # fmt: skip
 # What the agent imports from ROS (lewm_ros/ros/agent_node.py): all of it must be importable on the robot.
-ROS_MODULES = ("rclpy", "rclpy.lifecycle", "sensor_msgs.msg", "std_msgs.msg", "trajectory_msgs.msg",
-               "diagnostic_msgs.msg", "std_srvs.srv", "lifecycle_msgs.msg", "rcl_interfaces.msg")  # fmt: skip
 ROS_FIX = (
     "source /opt/ros/humble/setup.bash (apt install ros-humble-ros-base) and the workspace's "
     "install/setup.bash; without a ROS install: pip install ros-jazzy-rclpy[fastrtps] and the ros-jazzy-*-msgs wheels"
@@ -520,12 +517,9 @@ def check_tensorrt(context: Context) -> Check:
 
 
 def check_rclpy(context: Context) -> Check:
-    missing = []
-    for module in ROS_MODULES:
-        try:
-            importlib.import_module(module)
-        except Exception as err:  # ImportError, or an OSError from a missing shared library
-            missing.append(f"{module} ({type(err).__name__}: {_one_line(err)[:80]})")
+    from lewm_ros.ros.environment import missing_ros_modules
+
+    missing = [f"{module} ({type(err).__name__}: {_one_line(err)[:80]})" for module, err in missing_ros_modules()]
     distro = os.environ.get("ROS_DISTRO", "")
     if missing:
         return Check("rclpy", FAIL, "cannot import " + "; ".join(missing), ROS_FIX)
@@ -586,9 +580,9 @@ def check_rmw(context: Context) -> Check:
     if value and value not in KNOWN_RMWS:
         return Check("RMW", WARN, f"RMW_IMPLEMENTATION={value}: not a known RMW", fix)
     try:
-        from rclpy.utilities import get_rmw_implementation_identifier
+        from lewm_ros.ros.environment import rmw_identifier
 
-        loaded = get_rmw_implementation_identifier()
+        loaded = rmw_identifier()
     except Exception as err:  # rclpy missing (reported above) or the named RMW not installed
         if value:
             return Check("RMW", FAIL, f"RMW_IMPLEMENTATION={value} cannot be loaded: {_one_line(err)[:120]}", fix)

@@ -13,6 +13,7 @@ import torch
 from lewm_ros import doctor
 from lewm_ros.cli import main
 from lewm_ros.doctor import FAIL, PASS, SKIP, WARN, Check, Context
+from lewm_ros.ros import environment
 
 ROOT = Path(__file__).resolve().parents[1]
 STATUSES = (PASS, WARN, FAIL, SKIP)
@@ -157,7 +158,7 @@ def test_rmw_named_but_unknown_is_a_warning(monkeypatch):
 
 
 def test_rclpy_missing_module_is_a_fail_with_the_sourcing_fix(monkeypatch):
-    monkeypatch.setattr(doctor, "ROS_MODULES", ("rclpy", "no_such_msgs_package.msg"))
+    monkeypatch.setattr(environment, "ROS_MODULES", ("rclpy", "no_such_msgs_package.msg"))
     check = doctor.check_rclpy(context_with())
     assert check.status == FAIL and "no_such_msgs_package.msg" in check.detail and "setup.bash" in check.fix
 

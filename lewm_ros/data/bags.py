@@ -25,6 +25,7 @@ Everything here is ROS-free (rosbags, PyYAML and the standard library) and runs 
 from __future__ import annotations
 
 import collections
+import importlib
 import json
 import os
 import re
@@ -50,10 +51,8 @@ from rosbags.rosbag2.storage_mcap import McapWriter
 from rosbags.rosbag2.storage_sqlite3 import Sqlite3Writer
 from rosbags.typesys import Stores, get_types_from_msg, get_typestore
 
-if sys.version_info >= (3, 14):  # pragma: no cover
-    from compression import zstd
-else:
-    from backports import zstd
+# The stdlib's compression.zstd from Python 3.14, its backport (pinned) before.
+zstd = importlib.import_module("compression.zstd" if sys.version_info >= (3, 14) else "backports.zstd")
 
 METADATA_VERSION = 8
 STORAGES = {"mcap": (StoragePlugin.MCAP, ".mcap"), "sqlite3": (StoragePlugin.SQLITE3, ".db3")}
@@ -1071,7 +1070,10 @@ def _scan_db3(path: Path, *, repair: bool) -> _FileScan:
     scan = _FileScan(FileReport(path.name, "sqlite3", "complete", size=size), FileSummary(path.name))
     report = scan.report
     journal = path.with_name(path.name + "-journal")
-    hot = journal.exists() and journal.stat().st_size > 0
+    try:  # a journal can vanish between two looks (its writer finishing a commit): judge one stat
+        hot = journal.stat().st_size > 0
+    except FileNotFoundError:
+        hot = False
     target, tmp = path, None
     if hot and not repair:  # look at a copy: rolling the journal back changes the file
         tmp = Path(tempfile.mkdtemp(prefix="bag-check-"))
@@ -1110,7 +1112,7 @@ def _scan_db3(path: Path, *, repair: bool) -> _FileScan:
         if hot and repair and journal.exists():
             # Reading rolls a hot journal back and deletes it; one still there had no valid header (killed while
             # the journal itself was being started, before the database file changed): sqlite ignores it.
-            journal.unlink()
+            journal.unlink(missing_ok=True)
     except sqlite3.Error as err:
         report.status = "unreadable"
         report.problems.append(f"sqlite: {' '.join(str(err).split())}")
