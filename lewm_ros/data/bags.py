@@ -1079,7 +1079,10 @@ def _scan_db3(path: Path, *, repair: bool) -> _FileScan:
         tmp = Path(tempfile.mkdtemp(prefix="bag-check-"))
         target = tmp / path.name
         shutil.copy2(path, target)
-        shutil.copy2(journal, tmp / journal.name)
+        try:
+            shutil.copy2(journal, tmp / journal.name)
+        except FileNotFoundError:  # rolled back or committed meanwhile: the database file alone is consistent
+            hot = False
     try:
         connection = sqlite3.connect(f"file:{target}?mode=rw", uri=True)
         try:
