@@ -1,5 +1,5 @@
 """Test rig for the agent node: a real `lewm_agent` and a second rclpy node playing camera, goal publisher,
-joint-state source and controller, all over DDS on loopback in one MultiThreadedExecutor.
+joint-state source and controller, all over DDS on loopback in one ResponsiveExecutor (a MultiThreadedExecutor).
 
 Closed-loop tests with a simulated arm use the real mujoco_sim node (test_sim_reach.py).
 """
@@ -13,7 +13,6 @@ from dataclasses import dataclass, field
 
 import numpy as np
 from diagnostic_msgs.msg import DiagnosticArray
-from rclpy.executors import MultiThreadedExecutor
 from rclpy.node import Node
 from rclpy.parameter import Parameter
 from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
@@ -23,6 +22,7 @@ from trajectory_msgs.msg import JointTrajectory
 
 from lewm_ros.ros import image_codec
 from lewm_ros.ros.agent_node import LewmAgent
+from lewm_ros.ros.executor import ResponsiveExecutor
 
 JOINTS = ["shoulder", "elbow"]
 GOAL_QOS = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.TRANSIENT_LOCAL)
@@ -60,7 +60,7 @@ class AgentRig:
         self.node.create_subscription(command_msg, "/velocity_controller/commands", self._on_command, 50)
         self.node.create_subscription(Float32, "/lewm_agent/surprise", self._on_surprise, 50)
         self.node.create_subscription(DiagnosticArray, "/diagnostics", self.received.diagnostics.append, 10)
-        self.executor = MultiThreadedExecutor(num_threads=4, context=context)
+        self.executor = ResponsiveExecutor(num_threads=4, context=context)
         self.executor.add_node(self.agent)
         self.executor.add_node(self.node)
         self._spinner = threading.Thread(target=self.executor.spin, daemon=True)

@@ -68,19 +68,21 @@ def test_commands_at_the_control_rate_bounded_and_none_after_deactivate(ros_cont
         t0 = time.monotonic()
         rig.stream(scene["start"], 3.0)
         commands = rig.commands_since(t0)
-        # Never more than the rate allows; at least a few per second. In this process the agent shares the GIL
-        # with the rig and pytest and has been seen at 4-20 Hz; in its own process it keeps 17-20 Hz
-        # (bench/agent_latency.py).
-        assert 10 <= len(commands) <= 65, f"{len(commands)} commands in 3 s at 20 Hz"
+        # Never more than the rate allows, and the rate kept (rclpy's stock MultiThreadedExecutor fell to 4-20 Hz
+        # here: bench/executor_starvation.py; ResponsiveExecutor keeps 20 Hz even with both cores loaded).
+        assert 45 <= len(commands) <= 65, f"{len(commands)} commands in 3 s at 20 Hz"
+        ticks = np.array(rig.agent.stats.tick_times)
+        assert np.diff(ticks[ticks > t0]).max() < 0.25, "a control tick came more than 5 periods late"
         values = np.array(commands)
         assert values.shape[1] == 2 and np.all(np.isfinite(values)) and np.all(np.abs(values) <= 1.5)
         assert np.any(values != 0), "the planner never moved the arm"
+        t_off = time.monotonic()  # before the transition: its safe command may arrive before it returns
         assert str(rig.agent.trigger_deactivate()) == SUCCESS
-        t_off = time.monotonic()
         rig.stream(scene["start"], 0.5)
         after = rig.commands_since(t_off)
-        # One moving command may still be in flight on DDS; after the safe one nothing moves, and it comes last.
-        first_safe = next(i for i, v in enumerate(after) if is_zero(v))
+        # A tick racing the transition may still land one moving command; after the safe one nothing moves.
+        first_safe = next((i for i, v in enumerate(after) if is_zero(v)), None)
+        assert first_safe is not None, f"no safe command on deactivate: {after}"
         assert first_safe <= 1 and all(is_zero(v) for v in after[first_safe:]), f"moved after deactivate: {after}"
         assert is_zero(rig.received.commands[-1][1])
         assert str(rig.agent.trigger_cleanup()) == SUCCESS

@@ -14,7 +14,6 @@ import time
 import imageio.v2 as imageio
 import numpy as np
 import pytest
-from rclpy.executors import MultiThreadedExecutor
 from rclpy.node import Node
 from std_msgs.msg import Float64MultiArray
 from std_srvs.srv import Trigger
@@ -22,6 +21,7 @@ from std_srvs.srv import Trigger
 from lewm_ros.cli import main
 from lewm_ros.ros.agent_node import LewmAgent
 from lewm_ros.ros.bringup import find_config, parameter_overrides
+from lewm_ros.ros.executor import ResponsiveExecutor
 from lewm_ros.ros.mujoco_sim import MujocoSim
 
 SUCCESS = "TransitionCallbackReturnType.SUCCESS"
@@ -72,7 +72,7 @@ class Graph:
             Float64MultiArray, "/velocity_controller/commands",
             lambda m: self.commands.append((time.monotonic(), list(m.data))), 50,
         )  # fmt: skip
-        self.executor = MultiThreadedExecutor(num_threads=6, context=context)
+        self.executor = ResponsiveExecutor(num_threads=6, context=context)
         for node in (self.sim, self.agent, self.probe):
             self.executor.add_node(node)
         threading.Thread(target=self.executor.spin, daemon=True).start()

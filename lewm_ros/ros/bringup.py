@@ -2,8 +2,8 @@
 
 `ros2 launch` (launch, launch_ros) is not installable from PyPI, so on machines without a ROS install
 `lewm-ros sim-reach` builds the same nodes with the same parameters here and spins them in one
-MultiThreadedExecutor. Lifecycle autostart (configure, then activate) is done by calling the transitions
-directly, as launch does through the lifecycle services.
+ResponsiveExecutor (lewm_ros/ros/executor.py). Lifecycle autostart (configure, then activate) is done by
+calling the transitions directly, as launch does through the lifecycle services.
 """
 
 from __future__ import annotations

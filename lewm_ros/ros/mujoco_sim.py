@@ -32,7 +32,7 @@ from builtin_interfaces.msg import Time
 from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
 from rclpy.exceptions import ParameterException
-from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
+from rclpy.executors import ExternalShutdownException
 from rclpy.node import Node
 from rclpy.parameter import Parameter
 from rclpy.qos import (
@@ -49,6 +49,7 @@ from std_srvs.srv import Trigger
 from trajectory_msgs.msg import JointTrajectory, JointTrajectoryPoint
 
 from lewm_ros.envs.reach_env import ReachConfig, ReachEnv, StepResult
+from lewm_ros.ros.executor import ResponsiveExecutor
 from lewm_ros.ros.image_codec import rgb_to_image
 
 NODE_NAME = "mujoco_sim"
@@ -671,13 +672,13 @@ class MujocoSim(Node):
 
 
 def main(args: Sequence[str] | None = None) -> None:
-    """Console entry point: spin the sim with a MultiThreadedExecutor until Ctrl-C or shutdown."""
+    """Console entry point: spin the sim with a ResponsiveExecutor until Ctrl-C or shutdown."""
     rclpy.init(args=args)
     node: MujocoSim | None = None
     status = 0
     try:
         node = MujocoSim()
-        executor = MultiThreadedExecutor()
+        executor = ResponsiveExecutor()
         executor.add_node(node)
         executor.spin()
     except (KeyboardInterrupt, ExternalShutdownException):

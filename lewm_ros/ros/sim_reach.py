@@ -97,7 +97,6 @@ def run_demo(args: argparse.Namespace) -> dict[str, Any]:
     """Build the graph, run the episodes, write the outputs; returns the summary."""
     import rclpy
     from rclpy.context import Context
-    from rclpy.executors import MultiThreadedExecutor
     from rclpy.parameter import Parameter
 
     from lewm_ros.model.bundle import read_meta
@@ -105,6 +104,7 @@ def run_demo(args: argparse.Namespace) -> dict[str, Any]:
     from lewm_ros.ros.agent_node import LewmAgent
     from lewm_ros.ros.bag_recorder import DEFAULT_TOPICS, BagRecorder
     from lewm_ros.ros.bringup import find_config, node_section, parameter_overrides
+    from lewm_ros.ros.executor import ResponsiveExecutor
     from lewm_ros.ros.mujoco_sim import MujocoSim
 
     config = find_config(args.config)
@@ -116,7 +116,7 @@ def run_demo(args: argparse.Namespace) -> dict[str, Any]:
     context = Context()
     rclpy.init(context=context, args=[])
     nodes: list[Any] = []
-    executor = MultiThreadedExecutor(num_threads=6, context=context)
+    executor = ResponsiveExecutor(num_threads=6, context=context)
     recorder: Any = None
     recording: dict[str, Any] | None = None
     try:
