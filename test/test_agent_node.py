@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import math
 import shutil
+import threading
 import time
 
 import numpy as np
@@ -273,6 +274,32 @@ def test_joint_trajectory_output_holds_the_measured_position_never_zero(ros_cont
 
 
 # ---- surprise --------------------------------------------------------------------------------------------------
+
+
+def test_a_late_tick_is_counted_and_its_blocks_surprise_is_not_scored(ros_context, scene):
+    """A stalled tick means the arm ran an old command longer than the model was told: that block's surprise
+    measures our timing, not the world, so it is counted as skipped and never reaches the alarm."""
+    with AgentRig(ros_context) as rig:
+        running(rig, scene, 1.0)
+        scored = []
+        update = rig.agent.surprise.update
+        rig.agent.surprise.update = lambda value: scored.append(value) or update(value)
+        late, skipped = rig.agent.stats.late_ticks, rig.agent.stats.surprise_skipped
+
+        def hold_the_lock() -> None:  # the control tick waits 6 periods for it, as behind a slow plan
+            with rig.agent._lock:
+                time.sleep(0.3)
+
+        stall = threading.Thread(target=hold_the_lock)
+        stall.start()
+        rig.stream(scene["start"], 1.0)
+        stall.join()
+        assert rig.agent.stats.late_ticks > late
+        assert rig.agent.stats.surprise_skipped > skipped
+        assert scored, "no block surprise was scored after the stall: the skip must cover only the late block"
+        values = rig.agent.diagnostics().values
+        keys = {v.key: v.value for v in values}
+        assert int(keys["late_ticks"]) == rig.agent.stats.late_ticks and "surprise_skipped" in keys
 
 
 # ---- services, diagnostics, parameters ---------------------------------------------------------------------------

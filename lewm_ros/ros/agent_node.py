@@ -6,10 +6,10 @@ activate   start the control timer (the node clock: simulated time under use_sim
            than real time is still commanded once per simulated control period; no /clock, no commands)
 deactivate / cleanup / shutdown   send the safe command, stop the timer
 
-Threading (MultiThreadedExecutor): the camera, goal and joint-state callbacks only decode and store the newest
-message (their own callback group), so frames never queue behind planning; the control tick (its own group)
-encodes, plans and publishes; diagnostics and the debug image run in a third group. `_lock` serialises the
-tick with lifecycle transitions and services, so no command can follow a deactivation.
+Threading (ResponsiveExecutor, a fixed MultiThreadedExecutor): the camera, goal and joint-state callbacks only
+decode and store the newest message (their own callback group), so frames never queue behind planning; the
+control tick (its own group) encodes, plans and publishes; diagnostics and the debug image run in a third group.
+`_lock` serialises the tick with lifecycle transitions and services, so no command can follow a deactivation.
 
 Safety (DESIGN.md): every tick while active publishes exactly one command: the plan's action (scaled,
 clamped, finite) or the safe command when anything is wrong (see `_stop_reason`). Watchdogs use the steady
@@ -39,7 +39,7 @@ from rcl_interfaces.msg import (
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
 from rclpy.clock import Clock, ClockType
 from rclpy.exceptions import ParameterException, ParameterUninitializedException
-from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
+from rclpy.executors import ExternalShutdownException
 from rclpy.lifecycle import LifecycleState, TransitionCallbackReturn
 from rclpy.lifecycle import Node as LifecycleNode
 from rclpy.parameter import Parameter
@@ -56,6 +56,7 @@ from lewm_ros.control.surprise import SurpriseMonitor, threshold_from_bundle
 from lewm_ros.data.frames import FrameSizeError, fit_frame
 from lewm_ros.ros import image_codec
 from lewm_ros.ros.commands import array_command, trajectory_command
+from lewm_ros.ros.executor import ResponsiveExecutor
 
 NODE_NAME = "lewm_agent"
 GOAL_QOS = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.TRANSIENT_LOCAL)
@@ -88,6 +89,8 @@ class AgentStats:
     goals: int = 0
     unsynchronised: int = 0  # block frames older than the tick (frame_sync_ms ran out)
     stalls: int = 0  # watchdog safe commands because no control tick ran (node clock stopped)
+    late_ticks: int = 0  # ticks that began late or published their command after the next tick was due
+    surprise_skipped: int = 0  # block surprises not scored: the block's timing broke (late tick, unsynced frame)
     last_cost: float = math.nan
     last_command: float = math.nan  # monotonic time of the last command
 
@@ -197,6 +200,7 @@ class LewmAgent(LifecycleNode):
             self._active = True
             self._activated_at = time.monotonic()
             self._stopped = None
+            self._tick_clock = None
             self._control_timer = self.create_timer(
                 self.settings.control_period, self._tick, callback_group=self._control_group, clock=self.get_clock()
             )
@@ -249,6 +253,8 @@ class LewmAgent(LifecycleNode):
         self._measured: np.ndarray | None = None
         self._stopped: str | None = None
         self._latency_from: float | None = None
+        self._tick_clock: int | None = None  # node-clock time (ns) of the last control tick
+        self._block_timed = True  # every tick of the running block was on time (its surprise can be scored)
         self._precision = "fp32"
         self._encoder_precision = "fp32"
         self._warnings: list[str] = []
@@ -509,6 +515,7 @@ class LewmAgent(LifecycleNode):
                 return
             now = time.monotonic()
             self.stats.tick_times.append(now)
+            self._check_tick_start()
             try:
                 self._apply_pending_goal()
                 reason = self._stop_reason(now)
@@ -540,6 +547,23 @@ class LewmAgent(LifecycleNode):
         finally:
             self._lock.release()
 
+    def _check_tick_start(self) -> None:
+        """A tick more than half a period late means the previous command ran longer than the model was told."""
+        clock = self.get_clock().now().nanoseconds
+        last, self._tick_clock = self._tick_clock, clock
+        if last is not None and clock - last > 1.5 * self.settings.control_period * 1e9:
+            self._mark_late()
+
+    def _check_command_time(self) -> None:
+        """A command published after the next tick was due reached the arm late: the step before ran the old one."""
+        if self._tick_clock is not None:
+            if self.get_clock().now().nanoseconds - self._tick_clock > self.settings.control_period * 1e9:
+                self._mark_late()
+
+    def _mark_late(self) -> None:
+        self.stats.late_ticks += 1
+        self._block_timed = False
+
     def _tick_stall_s(self) -> float:
         """As long as the camera may be silent (frame_timeout_ms), and at least three control periods."""
         return max(3 * self.settings.control_period, self.settings.frame_timeout_ms / 1000.0)
@@ -555,9 +579,15 @@ class LewmAgent(LifecycleNode):
         """One tick of closed-loop control; returns a stop reason instead of commanding when unsafe."""
         mpc, s, stats = self.mpc, self.settings, self.stats
         if mpc.at_block_start:
-            frame = self._synchronised_frame()
+            frame, synchronised = self._synchronised_frame()
             observation = mpc.observe(frame.pixels)
-            if observation.surprise is not None:
+            # The surprise compares this frame with what the model predicted from the actions it was told ran.
+            # When a tick was late (the arm ran an old command longer) or the frame is not the block's own, the
+            # comparison measures our timing, not the world: it is counted (surprise_skipped), not scored.
+            timed, self._block_timed = self._block_timed and synchronised, True
+            if observation.surprise is not None and not timed:
+                stats.surprise_skipped += 1
+            elif observation.surprise is not None:
                 if self.surprise.update(observation.surprise):
                     self.get_logger().warning(
                         f"surprise alarm: {observation.surprise:.3g} > {self.surprise.threshold:.3g} for "
@@ -586,6 +616,7 @@ class LewmAgent(LifecycleNode):
                 self.source_pub.publish(frame.header)  # which camera frame this plan saw: latency from a bag
         velocity = self.shaper.velocity(mpc.next_action())
         self._publish_command(velocity)
+        self._check_command_time()
         mpc.record_executed(self.shaper.executed_action(velocity))
         if self._latency_from is not None:
             self.stats.latency_ms.append(1000 * (time.monotonic() - self._latency_from))
@@ -597,22 +628,22 @@ class LewmAgent(LifecycleNode):
             self._stopped = None
         return None
 
-    def _synchronised_frame(self) -> Frame:
+    def _synchronised_frame(self) -> tuple[Frame, bool]:
         """The newest frame; with frame_sync_ms > 0, wait up to that long for one stamped at or after this tick's
         clock time. Under use_sim_time the simulator stamps a frame with the step it shows, so this pairs each
         block boundary with the frame of that very step instead of, by a race, the step before."""
         limit = self.settings.frame_sync_ms / 1000.0
         frame = self._frame
         if limit <= 0:
-            return frame
+            return frame, True
         tick = self.get_clock().now().nanoseconds
         deadline = time.monotonic() + limit
         while Time.from_msg(frame.header.stamp).nanoseconds < tick and time.monotonic() < deadline:
             time.sleep(0.0005)
             frame = self._frame
-        if Time.from_msg(frame.header.stamp).nanoseconds < tick:
-            self.stats.unsynchronised += 1
-        return frame
+        synchronised = Time.from_msg(frame.header.stamp).nanoseconds >= tick
+        self.stats.unsynchronised += int(not synchronised)
+        return frame, synchronised
 
     def _stop(self, reason: str) -> None:
         self._publish_safe()
@@ -694,6 +725,8 @@ class LewmAgent(LifecycleNode):
             "partial_plans": str(stats.partial_plans),
             "plan_overruns": str(stats.overruns),
             "unsynchronised_frames": str(stats.unsynchronised),
+            "late_ticks": str(stats.late_ticks),
+            "surprise_skipped": str(stats.surprise_skipped),
             "tick_stalls": str(stats.stalls),
             "errors": str(stats.errors),
             "plan_cost": f"{stats.last_cost:.4g}",
@@ -782,7 +815,7 @@ def main(args: list[str] | None = None) -> int:
     # Our own Ctrl-C handling: rclpy's handler would shut the context down before the safe command goes out.
     rclpy.init(args=args, signal_handler_options=SignalHandlerOptions.NO)
     node = LewmAgent()
-    executor = MultiThreadedExecutor(num_threads=4)
+    executor = ResponsiveExecutor(num_threads=4)
     executor.add_node(node)
     try:
         if autostart:
