@@ -30,6 +30,8 @@ ROWS: dict[str, list[str]] = {
     "cem100x10": ["--planner", "cem", "--samples", "100", "--iterations", "10", "--elites", "10"],
     "icem100x10w3": ["--planner", "icem", "--samples", "100", "--iterations", "10", "--elites", "10",
                      "--warm-iterations", "3"],
+    "icem64x10w3": ["--planner", "icem", "--samples", "64", "--iterations", "10", "--elites", "8",
+                    "--warm-iterations", "3"],
     "icem64x6w2s": ["--planner", "icem", "--samples", "64", "--iterations", "6", "--elites", "8",
                     "--warm-iterations", "2", "--stop-std", "0.1"],
     "mppi100x10w3": ["--planner", "mppi", "--samples", "100", "--iterations", "10", "--elites", "20",
