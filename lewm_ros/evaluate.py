@@ -176,6 +176,10 @@ def evaluate(args: argparse.Namespace) -> EvalReport:
     bundle = load_bundle(args.bundle, device=device)
     config = planner_config(args)
     planner = LatentPlanner.from_bundle(bundle, config, device)
+    if args.roadmap is not None:
+        from lewm_ros.planning.roadmap import Roadmap, weights_fingerprint
+
+        planner.set_roadmap(Roadmap.load(args.roadmap, bundle.config.latent_dim, weights_fingerprint(args.bundle)))
     env = ReachEnv(args.scene, ReachConfig(image_size=bundle.image_size))
     if env.action_dim != bundle.config.action.action_dim:
         raise ValueError(
@@ -196,7 +200,7 @@ def evaluate(args: argparse.Namespace) -> EvalReport:
     report = EvalReport(settings={
         "bundle": str(args.bundle), "scene": str(args.scene), "goals": args.goals, "episodes": args.episodes,
         "budget": args.budget, "seed": args.seed, "receding_horizon": args.receding_horizon, "device": str(device),
-        "planner": asdict(config),
+        "planner": asdict(config), "roadmap": None if args.roadmap is None else str(args.roadmap),
     })  # fmt: skip
     first = tasks[0]
     warm_ctx = loop.encode(env.reset(start_qpos=first.start_qpos, goal_qpos=first.goal_qpos).observation.pixels)
@@ -316,6 +320,7 @@ def add_planner_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--stop-std", type=float, help="stop early once every std is below this")
     parser.add_argument("--precision", choices=("auto", "fp32", "bf16", "fp16"), help="rollout autocast")
     parser.add_argument("--cost-weights", type=float, nargs="+", help="weight per horizon block (default: last only)")
+    parser.add_argument("--roadmap", type=Path, help="goal distance along this roadmap file (`lewm-ros roadmap`)")
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:

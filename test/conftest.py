@@ -31,3 +31,30 @@ def ros_context():
         yield context
     finally:
         context.try_shutdown()
+
+
+@pytest.fixture(scope="module")
+def tiny_bundle(tmp_path_factory):
+    """A randomly initialised bundle of the `tiny` preset (64 px, action dim 2): mechanics, not skill."""
+    import torch
+
+    from lewm_ros.model.bundle import save_bundle
+    from lewm_ros.model.config import preset
+    from lewm_ros.model.lewm import LeWM
+
+    torch.manual_seed(0)
+    path = tmp_path_factory.mktemp("bundle") / "tiny"
+    save_bundle(LeWM(preset("tiny")).eval(), path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def episodes(tmp_path_factory):
+    """6 reach2d episodes of 60 steps (61 frames), 64 px, mixed exploration."""
+    from lewm_ros.envs.collect import CollectionSpec, collect
+    from lewm_ros.envs.reach_env import ReachConfig
+
+    path = tmp_path_factory.mktemp("data") / "reach.h5"
+    spec = CollectionSpec(scene="reach2d", episodes=6, steps=60, policy="mixed", seed=3, env=ReachConfig(image_size=64))
+    collect(spec, path, mode="create", workers=1)
+    return path

@@ -4,33 +4,13 @@ import json
 
 import numpy as np
 import pytest
-import torch
 
 from lewm_ros.cli import main as cli_main
-from lewm_ros.envs.collect import CollectionSpec, collect
 from lewm_ros.envs.reach_env import ReachConfig, ReachEnv
 from lewm_ros.evaluate import ClosedLoop, Task, dataset_tasks
-from lewm_ros.model.bundle import load_bundle, save_bundle
-from lewm_ros.model.config import preset
-from lewm_ros.model.lewm import LeWM
+from lewm_ros.model.bundle import load_bundle
 from lewm_ros.planning.core import PlanResult
 from lewm_ros.probe import ridge_r2
-
-
-@pytest.fixture(scope="module")
-def tiny_bundle(tmp_path_factory):
-    torch.manual_seed(0)
-    path = tmp_path_factory.mktemp("bundle") / "tiny"
-    save_bundle(LeWM(preset("tiny")).eval(), path)
-    return path
-
-
-@pytest.fixture(scope="module")
-def episodes(tmp_path_factory):
-    path = tmp_path_factory.mktemp("data") / "reach.h5"
-    spec = CollectionSpec(scene="reach2d", episodes=6, steps=60, policy="mixed", seed=3, env=ReachConfig(image_size=64))
-    collect(spec, path, mode="create", workers=1)
-    return path
 
 
 class OraclePlanner:

@@ -6,7 +6,9 @@ D latent dim. The core works in normalised action space (the model's); plans com
 (denormalised with the bundle's statistics, clamped to the action limits).
 
 Cost of a candidate: sum_h w_h * ||z_hat_h - z_goal||^2 with w = (0, ..., 0, 1) by default (the paper's
-final-latent cost); `cost_weights` sets another weighting over the horizon.
+final-latent cost); `cost_weights` sets another weighting over the horizon. With a roadmap
+(`set_roadmap`, lewm_ros.planning.roadmap) the squared distance is measured along a graph of recorded latents
+instead, which keeps pointing the way when the goal is beyond the reach of the plain latent distance.
 """
 
 from __future__ import annotations
@@ -181,6 +183,7 @@ class LatentPlanner:
         self.reset(self.config.seed)
         self._rollout = self._make_rollout()
         self.iteration_ms: float | None = None  # running estimate, for deadlines
+        self.roadmap: Any = None  # lewm_ros.planning.roadmap.Roadmap, or None for the plain latent distance
 
     @classmethod
     def from_bundle(
@@ -221,16 +224,24 @@ class LatentPlanner:
             tail = torch.zeros(k, self.block_dim, device=self.device)
         self._warm_mean = torch.cat([kept, tail]).clamp(self._low, self._high)
 
+    def set_roadmap(self, roadmap: Any) -> None:
+        """Measure goal distance along a Roadmap of recorded latents (None: the plain latent distance)."""
+        if roadmap is not None and roadmap.latent_dim != self.latent_dim:
+            raise PlanningError(f"roadmap latents have dimension {roadmap.latent_dim}, the model's {self.latent_dim}")
+        self.roadmap = roadmap
+
     @property
     def warm(self) -> bool:
         return self._warm_mean is not None
 
     def with_config(self, **changes: Any) -> LatentPlanner:
-        """A planner on the same model with some settings changed (no warm start carried over)."""
-        return LatentPlanner(
+        """A planner on the same model and roadmap with some settings changed (no warm start carried over)."""
+        planner = LatentPlanner(
             self.model, self.action_mean, self.action_std, self.frameskip, self.history, self.latent_dim,
             replace(self.config, **changes), self.action_low, self.action_high, self.device,
         )  # fmt: skip
+        planner.set_roadmap(self.roadmap)
+        return planner
 
     # ---- planning ----------------------------------------------------------------------------------
 
@@ -427,5 +438,12 @@ class _Scorer:
         p = self.planner
         with torch.set_grad_enabled(grad), autocast(p.device, p.config.precision):
             latents = p._rollout(self.context, self.past, candidates)  # (S, H, D)
-        distance = (latents.float() - self.goal).square().sum(-1)  # (S, H)
+        if p.roadmap is None:
+            distance = (latents.float() - self.goal).square().sum(-1)  # (S, H)
+        else:
+            weighted = p._cost_weights > 0  # only the blocks that count pay for the graph lookup
+            picked = latents[:, weighted].float()
+            shape = picked.shape
+            distance = latents.new_zeros(latents.shape[:2], dtype=torch.float32)
+            distance[:, weighted] = p.roadmap.cost(picked.reshape(-1, shape[-1]), self.goal).reshape(shape[:2])
         return distance @ p._cost_weights
