@@ -24,8 +24,8 @@ PROG = "lewm-ros"
 EXIT_USAGE = 2
 COMMAND_MODULES: tuple[str, ...] = (
     "lewm_ros.model.cli", "lewm_ros.envs.collect", "lewm_ros.data.cli", "lewm_ros.train",
-    "lewm_ros.evaluate", "lewm_ros.probe", "lewm_ros.planning.bench", "lewm_ros.planning.roadmap_build", "lewm_ros.ros.sim_reach",
-    "lewm_ros.doctor",
+    "lewm_ros.evaluate", "lewm_ros.probe", "lewm_ros.planning.bench", "lewm_ros.planning.roadmap_build",
+    "lewm_ros.ros.sim_reach", "lewm_ros.doctor",
     "lewm_ros.data.bag_check", "lewm_ros.ros.bag_recorder",
     "lewm_ros.data.bag2dataset",
 )

@@ -20,6 +20,7 @@ from std_srvs.srv import SetBool, Trigger
 
 from lewm_ros.envs.reach_env import ReachConfig, ReachEnv
 from lewm_ros.model.shipped import find_bundle
+from lewm_ros.planning.roadmap import Roadmap
 from lewm_ros.ros import image_codec
 from lewm_ros.ros.agent_node import LewmAgent
 
@@ -99,6 +100,13 @@ def corrupt_bundle(tmp_path):
     return str(bad)
 
 
+def foreign_roadmap(tmp_path):
+    """The shipped roadmap, labelled as built for other weights."""
+    roadmap = Roadmap.load(find_bundle("reach2d") / "roadmap.npz")
+    roadmap.meta["weights_sha256"] = "0" * 64
+    return str(roadmap.save(tmp_path / "foreign.npz"))
+
+
 @pytest.mark.parametrize(
     "params, needle",
     [
@@ -112,11 +120,16 @@ def corrupt_bundle(tmp_path):
         ({"elites": 50, "samples": 10}, "elites (50) must not exceed samples (10)"),
         ({"command_type": "joint_trajectory"}, "safe_action must be hold"),
         ({"goal_image_path": "/nonexistent.png"}, "goal_image_path"),
+        ({"roadmap": "/nonexistent/roadmap.npz"}, "parameter roadmap: /nonexistent/roadmap.npz: no such roadmap"),
+        ({"roadmap": "FOREIGN"}, "built with other weights"),
+        ({"cost_weighting": "sum"}, "cost_weighting must be one of"),
     ],
 )
 def test_failed_configure_leaves_the_node_alive_and_unconfigured(ros_context, tmp_path, params, needle, caplog):
     if params.get("bundle") == "CORRUPT":
         params = {**params, "bundle": corrupt_bundle(tmp_path)}
+    if params.get("roadmap") == "FOREIGN":
+        params = {**params, "roadmap": foreign_roadmap(tmp_path)}
     with AgentRig(ros_context, **params) as rig:
         errors = []
         original = rig.agent.get_logger().error
@@ -351,6 +364,16 @@ def test_diagnostics_report_state_latency_and_counters(ros_context, scene):
         assert values["state"] == "active" and values["device"] == "cpu" and values["bundle"].endswith("reach2d")
         assert float(values["plan_ms_p50"]) > 0 and math.isfinite(float(values["camera_to_command_ms_p95"]))
         assert float(values["control_rate_hz"]) > 2  # 4-20 Hz in this shared process; 17-20 Hz alone
+
+
+def test_the_shipped_roadmap_and_uniform_weighting_plan_and_report(ros_context, scene):
+    with AgentRig(ros_context, roadmap="bundle", cost_weighting="uniform", diagnostics_rate_hz=5.0) as rig:
+        running(rig, scene, 1.0)
+        planner = rig.agent.mpc.planner
+        assert planner.roadmap is not None and planner.config.cost_weights == (1.0,) * planner.config.horizon
+        assert rig.agent.stats.plans > 0 and any(not is_zero(v) for v in rig.commands_since(0.0))
+        status = rig.received.diagnostics[-1].status[0]
+        assert {kv.key: kv.value for kv in status.values}["roadmap_off_map_goals"] == "0"
 
 
 def test_live_parameters_are_validated_and_unsafe_ones_read_only(ros_context, scene):

@@ -22,6 +22,7 @@ SURPRISE_ACTIONS = ("warn", "hold")
 DEVICES = ("auto", "cpu", "cuda")
 PRECISIONS = ("fp32", "bf16", "fp16", "auto")
 COMPILE = ("", "default", "reduce-overhead")
+COST_WEIGHTINGS = ("final", "uniform")
 
 
 @dataclass(frozen=True)
@@ -72,6 +73,12 @@ PARAMETERS: tuple[Param, ...] = (
     Param("horizon", 5, int, "planned action blocks", low=1, high=64),
     Param("receding_horizon", 1, int, "blocks executed before replanning (1..horizon)", low=1, high=64),
     Param("warm_start", True, bool, "start each plan from the previous one, shifted"),
+    Param("cost_weighting", "final", str, "final: the distance of the last planned block's latent to the goal (the "
+          "paper's); uniform: every planned block's distance counts, which rewards getting there early when "
+          "replanning every block", choices=COST_WEIGHTINGS),
+    Param("roadmap", "", str, "measure goal distance along a roadmap of recorded latents (`lewm-ros roadmap`), "
+          "which still points the way when the goal is far: empty = off; bundle = the bundle's roadmap.npz; or a "
+          "file path. Built for the bundle's weights (checked)"),
     Param("deadline_ms", 30.0, float, "planning time budget; the best plan so far is used when it runs out "
           "(0: none)", low=0.0, high=60000.0),
     Param("plan_overrun_ms", 100.0, float, "a plan slower than this is discarded and the safe command sent",
@@ -145,6 +152,8 @@ class AgentSettings:
     horizon: int
     receding_horizon: int
     warm_start: bool
+    cost_weighting: str
+    roadmap: str
     deadline_ms: float
     plan_overrun_ms: float
     seed: int
@@ -176,6 +185,7 @@ class AgentSettings:
             warm_start=self.warm_start, deadline_ms=self.deadline_ms or None,
             precision="fp32" if self.precision == "auto" else self.precision, seed=self.seed,
             compile=self.compile or None,
+            cost_weights=(1.0,) * self.horizon if self.cost_weighting == "uniform" else None,
         )  # fmt: skip
 
 

@@ -286,6 +286,8 @@ class LewmAgent(LifecycleNode):
         encoder, encoder_precision = cast_encoder(bundle.load_torchscript("encoder", device), device,
                                                   settings.precision)  # fmt: skip
         planner = LatentPlanner.from_bundle(bundle, settings.planner_config(), device)
+        roadmap = self._load_roadmap(settings.roadmap, bundle_path, bundle.config.latent_dim)
+        planner.set_roadmap(roadmap)
         dim = bundle.config.latent_dim
         probe = (torch.zeros(1, dim), None, torch.zeros(dim))
         self._precision = planner.config.precision
@@ -301,6 +303,8 @@ class LewmAgent(LifecycleNode):
             with torch.inference_mode():
                 for _ in range(3):
                     encoder(blank)
+        if roadmap is not None:
+            roadmap.off_map_goals = 0  # the warm-up's blank goal is not a goal anyone sent
         for note in planner.notes:  # fallbacks this device forced (precision, compile): say so in the node's log
             self._warn(f"planner: {note}")
         self._encoder_precision = encoder_precision
@@ -318,6 +322,19 @@ class LewmAgent(LifecycleNode):
         if settings.goal_image_path:
             self._pending_goal = self._read_goal_file(settings.goal_image_path)
         self._create_entities(settings)
+
+    def _load_roadmap(self, setting: str, bundle_path: Path, latent_dim: int) -> Any:
+        from lewm_ros.planning.roadmap import ROADMAP_FILE, Roadmap, weights_fingerprint
+
+        if not setting:
+            return None
+        path = bundle_path / ROADMAP_FILE if setting == "bundle" else Path(setting).expanduser()
+        try:
+            roadmap = Roadmap.load(path, latent_dim, weights_fingerprint(bundle_path))
+        except ValueError as err:  # RoadmapError: missing, corrupt, or built for other weights
+            raise SettingsError(f"parameter roadmap: {err}") from err
+        self.get_logger().info(f"roadmap {path}: {roadmap.describe()}")
+        return roadmap
 
     def _update_surprise_threshold(self) -> None:
         s = self.settings
@@ -730,6 +747,7 @@ class LewmAgent(LifecycleNode):
             "tick_stalls": str(stats.stalls),
             "errors": str(stats.errors),
             "plan_cost": f"{stats.last_cost:.4g}",
+            "roadmap_off_map_goals": str(roadmap.off_map_goals) if (roadmap := self._roadmap()) is not None else "",
             "surprise": f"{self.surprise.latest:.4g}",
             "surprise_threshold": "" if self.surprise.threshold is None else f"{self.surprise.threshold:.4g}",
             "surprise_alarm": str(self.surprise.alarm).lower(),
@@ -754,6 +772,9 @@ class LewmAgent(LifecycleNode):
             message="; ".join(problems) if problems else f"{state}, ok",
             values=[KeyValue(key=k, value=v) for k, v in values.items()],
         )  # fmt: skip
+
+    def _roadmap(self) -> Any:
+        return self.mpc.planner.roadmap if self.mpc is not None else None
 
     def _publish_diagnostics(self) -> None:
         if self.settings is None:
