@@ -68,8 +68,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--out", type=Path, help=f"output file (default BUNDLE/{ROADMAP_FILE})")
     parser.add_argument("--stride", type=int_in(1, 10_000), default=5, help="every n-th frame is a node (default 5)")
     parser.add_argument("--neighbours", type=int_in(1, 256), default=10, help="k of the kNN graph (default 10)")
-    parser.add_argument("--edge-quantile", type=float_in(0.0, 1.0, low_open=True), default=0.95,
-                        help="drop kNN edges longer than this quantile (default 0.95)")  # fmt: skip
+    parser.add_argument("--edge-quantile", type=float_in(0.0, 1.0, low_open=True), default=0.3,
+                        help="drop kNN edges longer than this quantile (default 0.3)")  # fmt: skip
     parser.add_argument("--attach", type=int_in(1, 256), default=5, help="nodes a latent joins through (default 5)")
     parser.add_argument("--device", default="cpu")
     parser.set_defaults(run=run_roadmap)
