@@ -254,12 +254,15 @@ class Roadmap:
         geo = self.goal_distances(goal)
         device = latents.device
         if device not in self._device_nodes:
-            self._device_nodes[device] = (self.nodes.to(device), geo.to(device))
-        nodes, geo_d = self._device_nodes[device]
+            nodes = self.nodes.to(device)
+            self._device_nodes[device] = (nodes, nodes.square().sum(1), geo.to(device))
+        nodes, node_norms, geo_d = self._device_nodes[device]
         z = latents.float()
-        jumps = torch.cdist(z, nodes)  # (M, N)
-        near, index = jumps.topk(min(self.config.attach, len(nodes)), dim=1, largest=False)
-        via = (geo_d[index] + near).min(dim=1).values
+        # squared distances by one matmul; the square root only for the few nearest (the matmul is most of the
+        # time: 320 latents x 6300 nodes ~ 8 ms on one AVX2 core)
+        squared = torch.addmm(node_norms, z, nodes.T, alpha=-2.0).add_(z.square().sum(1, keepdim=True))
+        near, index = squared.topk(min(self.config.attach, len(nodes)), dim=1, largest=False)
+        via = (geo_d[index] + near.clamp_min(1e-12).sqrt()).min(dim=1).values
         direct = (z - goal.to(device).float().reshape(1, -1)).norm(dim=1)
         close = direct <= self.goal_radius
         return torch.where(close, direct, via).square()
