@@ -37,10 +37,21 @@ ROWS: dict[str, list[str]] = {
     "mppi100x10w3": ["--planner", "mppi", "--samples", "100", "--iterations", "10", "--elites", "20",
                      "--warm-iterations", "3"],
     "grad8x20w5": ["--planner", "grad", "--samples", "8", "--iterations", "20", "--warm-iterations", "5"],
+    # replanning every block with every block's distance counted (what the agent can do), then also along the
+    # bundle's roadmap (`lewm-ros roadmap`; {roadmap} = BUNDLE/roadmap.npz)
+    "icem100x10w3r1u": ["--planner", "icem", "--samples", "100", "--iterations", "10", "--elites", "10",
+                        "--warm-iterations", "3", "--receding-horizon", "1", "--cost-weights", "1", "1", "1", "1", "1"],
+    "icem100x10w3r1u+rm": ["--planner", "icem", "--samples", "100", "--iterations", "10", "--elites", "10",
+                           "--warm-iterations", "3", "--receding-horizon", "1", "--cost-weights", "1", "1", "1", "1",
+                           "1", "--roadmap", "{roadmap}"],
+    "mppi100x10w3r1u+rm": ["--planner", "mppi", "--samples", "100", "--iterations", "10", "--elites", "10",
+                           "--warm-iterations", "3", "--receding-horizon", "1", "--cost-weights", "1", "1", "1", "1",
+                           "1", "--roadmap", "{roadmap}"],
 }  # fmt: skip
 
 
 def run_row(bundle: Path, goals: str, flags: list[str], episodes: int, seed: int) -> dict:
+    flags = [str(bundle / "roadmap.npz") if flag == "{roadmap}" else flag for flag in flags]
     args = build_parser().parse_args(
         ["eval", "--bundle", str(bundle), "--goals", goals, "--episodes", str(episodes), "--seed", str(seed),
          "--video-episodes", "0", "--no-progress", "--device", "cpu", *flags]
