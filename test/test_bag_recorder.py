@@ -487,10 +487,13 @@ def test_sim_reach_record_frames_each_episode_in_the_bag(tmp_path, capsys):
             "/lewm_agent/surprise", EPISODE_TOPIC} <= set(report.topics)  # fmt: skip
     episodes = report.episodes
     assert [e["episode"] for e in episodes] == [0, 1] and all(e["stop_ns"] for e in episodes)
-    for episode in episodes:  # simulated time: about the 1 s budget each
-        assert 0.9e9 <= episode["stop_ns"] - episode["start_ns"] <= 2e9
+    # simulated time: an episode lasts until success or the 1 s budget, as the driver reported it
+    seconds = [r["sim_seconds"] for r in summary["results"]]
+    for episode, sim_seconds in zip(episodes, seconds, strict=True):
+        assert sim_seconds - 0.1 <= (episode["stop_ns"] - episode["start_ns"]) / 1e9 <= sim_seconds + 1.0
     messages = read_mcap(bag)
-    for episode in episodes:
+    for episode, sim_seconds in zip(episodes, seconds, strict=True):
         inside = [t for t, _, _ in messages["/camera/image_raw"] if episode["start_ns"] <= t <= episode["stop_ns"]]
-        assert len(inside) >= 15, f"episode {episode['episode']}: {len(inside)} frames"  # 20 Hz camera
+        expected = 20 * sim_seconds  # 20 Hz camera
+        assert len(inside) >= max(1, 0.75 * expected), f"episode {episode['episode']}: {len(inside)} frames"
     assert all(d.encoding == "rgb8" for _, _, d in messages["/camera/image_raw"])
