@@ -332,7 +332,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--seed", type=int, default=42)
     parser.add_argument("--goals", default="random", help="random | dataset:FILE.h5 (the paper's protocol)")
     parser.add_argument("--receding-horizon", type=int, default=5, help="blocks executed between plans (default 5)")
-    parser.add_argument("--device", default="auto")
+    parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
     parser.add_argument("--out", type=Path, help="directory for eval.json, eval.png, episodes.gif")
     parser.add_argument("--video-episodes", type=int, default=3, help="episodes in episodes.gif (0: none)")
     parser.add_argument("--no-progress", action="store_true")

@@ -81,7 +81,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--held-out", type=float, default=0.2, help="share of episodes scored (default 0.2)")
     parser.add_argument("--max-frames", type=int, default=6000, help="frames encoded in all (default 6000)")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default="cpu")
     parser.add_argument("--json", action="store_true", help="print one JSON line")
     parser.set_defaults(run=run_probe)
 
@@ -89,6 +89,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def run_probe(args: argparse.Namespace) -> int:
     from lewm_ros.data.episodes import DatasetError
     from lewm_ros.model.bundle import BundleError
+    from lewm_ros.model.precision import resolve_device
 
     if not 0 < args.held_out < 1 or args.max_frames < 2:
         print("error: --held-out must be in (0, 1) and --max-frames >= 2", file=sys.stderr)
@@ -97,7 +98,8 @@ def run_probe(args: argparse.Namespace) -> int:
         print(f"error: --seed must be a non-negative 64-bit integer, got {args.seed}", file=sys.stderr)
         return 2
     try:
-        result = probe(args.bundle, args.data, args.held_out, args.max_frames, args.seed, args.device)
+        device = str(resolve_device(args.device))  # cuda without a GPU: a clear error, not an assert
+        result = probe(args.bundle, args.data, args.held_out, args.max_frames, args.seed, device)
     except (BundleError, DatasetError, ValueError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

@@ -202,3 +202,12 @@ def test_cli_builds_a_roadmap_that_eval_uses_and_refuses_another_bundles(tiny_bu
     assert "other weights" in capsys.readouterr().err
     assert cli_main(["roadmap", "--bundle", str(tiny_bundle), "--data", str(tmp_path / "none.h5")]) == 2
     assert cli_main(["roadmap", "--bundle", str(tiny_bundle), "--data", str(episodes), "--stride", "0"]) == 2
+    assert cli_main(["roadmap", "--bundle", str(tiny_bundle), "--data", str(episodes), "--out",
+                     str(tmp_path / "no" / "dir" / "map.npz")]) == 2  # refused before any encoding  # fmt: skip
+    if not torch.cuda.is_available():
+        assert cli_main(["roadmap", "--bundle", str(tiny_bundle), "--data", str(episodes), "--device", "cuda"]) == 2
+    capsys.readouterr()
+    garbage = tmp_path / "garbage.npz"
+    garbage.write_text("not a roadmap")
+    assert cli_main(["eval", "--bundle", str(tiny_bundle), "--episodes", "1", "--roadmap", str(garbage)]) == 2
+    assert "not a roadmap file" in capsys.readouterr().err

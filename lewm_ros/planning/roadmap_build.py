@@ -71,21 +71,26 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--edge-quantile", type=float_in(0.0, 1.0, low_open=True), default=0.3,
                         help="drop kNN edges longer than this quantile (default 0.3)")  # fmt: skip
     parser.add_argument("--attach", type=int_in(1, 256), default=5, help="nodes a latent joins through (default 5)")
-    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default="cpu", help="encode on (default cpu)")
     parser.set_defaults(run=run_roadmap)
 
 
 def run_roadmap(args: argparse.Namespace) -> int:
     from lewm_ros.data.episodes import DatasetError
     from lewm_ros.model.bundle import BundleError
+    from lewm_ros.model.precision import resolve_device
 
     started = time.perf_counter()
     config = RoadmapConfig(args.neighbours, args.edge_quantile, args.attach)
     out = args.out or args.bundle / ROADMAP_FILE
+    if not out.parent.is_dir():  # before minutes of encoding, not after
+        print(f"error: {out.parent} is not a directory", file=sys.stderr)
+        return 2
     try:
-        roadmap = build_from_files(args.bundle, args.data, args.stride, config, args.device)
+        device = str(resolve_device(args.device))
+        roadmap = build_from_files(args.bundle, args.data, args.stride, config, device)
         roadmap.save(out)
-    except (BundleError, DatasetError, RoadmapError, OSError) as err:
+    except (BundleError, DatasetError, ValueError, OSError) as err:  # RoadmapError is a ValueError
         print(f"error: {' '.join(str(err).split())}", file=sys.stderr)
         return 2
     summary = {**roadmap.describe(), "file": str(out), "bytes": out.stat().st_size,
