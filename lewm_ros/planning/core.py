@@ -30,10 +30,12 @@ from lewm_ros.model.precision import (
     precision_fallback,
     warn_fallback,
 )
+from lewm_ros.planning.budget import SampleBudget
 
 PLANNERS = ("cem", "icem", "mppi", "grad")
 ROLLOUTS = ("fast", "plain")
 TAILS = ("zeros", "last")
+MIN_ADAPTIVE_SAMPLES = 8  # adaptive_samples never goes below max(2 x elites, this), nor above `samples`
 
 
 class PlanningError(ValueError):
@@ -54,6 +56,9 @@ class PlannerConfig:
     tail: str = "zeros"  # new last block after a shift: "zeros" (the data's mean action) or "last" (repeat)
     deadline_ms: float | None = None
     stop_std: float | None = None  # converged: every std below this ends the search early (not partial)
+    # With a deadline: size each plan's samples to the measured time per candidate, so the warm plan's iterations
+    # fit the deadline on this machine, under this load (between the floor below and `samples`). See PlanBudget.
+    adaptive_samples: bool = False
     cost_weights: tuple[float, ...] | None = None  # per horizon block; None = final latent only
     precision: str = "fp32"
     rollout: str = "fast"  # "plain": a Python loop over candidates with the straightforward rollout (reference)
@@ -99,6 +104,8 @@ class PlannerConfig:
                 raise PlanningError("cost_weights must be finite, >= 0 and not all zero")
         if self.deadline_ms is not None and not self.deadline_ms >= 0:
             raise PlanningError(f"deadline_ms must be >= 0, got {self.deadline_ms}")
+        if self.adaptive_samples and self.planner == "grad":
+            raise PlanningError("adaptive_samples sizes sampling planners; grad optimises grad_samples sequences")
         if self.planner == "mppi" and not self.temperature > 0:
             raise PlanningError("mppi temperature must be > 0")
         if self.planner == "grad" and (self.grad_samples < 1 or not self.grad_lr > 0):
@@ -115,6 +122,7 @@ class PlanResult:
     partial: bool  # stopped by the deadline before all iterations ran
     discarded: int = 0  # candidates dropped for a non-finite cost
     converged: bool = False  # stopped early by stop_std
+    samples: int = 0  # candidates per iteration this plan was given (adaptive_samples: fewer on a slow machine)
     costs: list[float] = field(default_factory=list)  # best cost after each iteration
 
 
@@ -130,6 +138,7 @@ class SearchState:
 
     mean: Tensor  # (H, A)
     std: Tensor  # (H, A)
+    samples: int  # candidates per iteration (the config's, or fewer when sized to a deadline)
     iteration: int = 0
     extra: dict[str, Any] = field(default_factory=dict)
 
@@ -183,6 +192,8 @@ class LatentPlanner:
         self.reset(self.config.seed)
         self._rollout = self._make_rollout()
         self.iteration_ms: float | None = None  # running estimate, for deadlines
+        # Measured time per candidate; with adaptive_samples and a deadline it also sizes each plan's samples.
+        self.budget = self._make_budget()
         self.roadmap: Any = None  # lewm_ros.planning.roadmap.Roadmap, or None for the plain latent distance
 
     @classmethod
@@ -254,7 +265,8 @@ class LatentPlanner:
         warm = cfg.warm_start and self._warm_mean is not None
         mean = self._warm_mean.clone() if warm else torch.zeros(cfg.horizon, self.block_dim, device=self.device)
         iterations = cfg.warm_iterations if (warm and cfg.warm_iterations) else cfg.iterations
-        state = SearchState(mean=mean, std=torch.full_like(mean, cfg.init_std))
+        samples = self.budget.samples if cfg.deadline_ms and cfg.adaptive_samples else cfg.samples
+        state = SearchState(mean=mean, std=torch.full_like(mean, cfg.init_std), samples=samples)
         scorer = _Scorer(self, context_t, past_t, goal_t)
         best_cost, best_seq = math.inf, mean.clone()
         done, discarded, converged, partial = 0, 0, False, False
@@ -262,10 +274,13 @@ class LatentPlanner:
         deadline = cfg.deadline_ms / 1000.0 if cfg.deadline_ms is not None else None
         for it in range(iterations):
             elapsed = time.perf_counter() - started
-            if deadline is not None:
-                estimate = (self.iteration_ms or 0.0) / 1000.0
+            # A cold plan always runs one iteration: without a warm start there is no plan to fall back on, and
+            # skipping it on a slow machine would leave the controller with no plan, ever (the budget keeps that
+            # iteration short). A warm plan may run none: the previous plan, shifted, is a plan.
+            if deadline is not None and (it > 0 or warm):
+                estimate = self._iteration_estimate_ms(samples) / 1000.0
                 if elapsed + estimate > deadline or (it > 0 and elapsed >= deadline):
-                    if it == 0 and self.iteration_ms is not None:
+                    if it == 0 and not cfg.adaptive_samples and self.iteration_ms is not None:
                         # Skipped on the estimate alone: let it decay, so one slow iteration (a cold start,
                         # a page fault) cannot block every later plan without ever being re-measured.
                         self.iteration_ms *= 0.5
@@ -285,6 +300,7 @@ class LatentPlanner:
             trace.append(best_cost)
             iter_ms = 1000 * (time.perf_counter() - iter_started)
             self.iteration_ms = iter_ms if self.iteration_ms is None else 0.8 * self.iteration_ms + 0.2 * iter_ms
+            self.budget.record(iter_ms, candidates.shape[0])
             if cfg.stop_std is not None and float(state.std.max()) < cfg.stop_std:
                 converged = True
                 break
@@ -297,7 +313,7 @@ class LatentPlanner:
         return PlanResult(
             plan=raw, normalized=normalized, cost=best_cost, iterations=done,
             time_ms=1000 * (time.perf_counter() - started), partial=partial or done == 0, discarded=discarded,
-            converged=converged, costs=trace,
+            converged=converged, costs=trace, samples=samples,
         )  # fmt: skip
 
     def choose_precision(self, context: Any, past_blocks: Any, goal: Any) -> tuple[str, dict[str, float]]:
@@ -339,6 +355,7 @@ class LatentPlanner:
                         self._warm_mean = None
             self.plan(context, past_blocks, goal)
             self.iteration_ms = None  # the first iterations pay one-off costs: measure again
+            self.budget.ms_per_sample = None
             self.plan(context, past_blocks, goal)
         finally:
             self.config = original
@@ -346,6 +363,21 @@ class LatentPlanner:
         self._warm_mean = None
 
     # ---- internals ---------------------------------------------------------------------------------
+
+    def _make_budget(self) -> SampleBudget:
+        """Records time per candidate always; resizes plans only with adaptive_samples (else min = max)."""
+        cfg = self.config
+        target_iterations = cfg.warm_iterations if cfg.warm_start and cfg.warm_iterations else cfg.iterations
+        floor = min(cfg.samples, max(2 * cfg.elites, MIN_ADAPTIVE_SAMPLES)) if cfg.adaptive_samples else cfg.samples
+        return SampleBudget(cfg.samples, floor, cfg.deadline_ms or 1.0, target_iterations)
+
+    def _iteration_estimate_ms(self, samples: int) -> float:
+        """Expected length of the next iteration: per candidate when sizing samples, else the running mean."""
+        if self.config.adaptive_samples:
+            estimate = self.budget.estimate_ms(samples)
+        else:
+            estimate = self.iteration_ms
+        return estimate or 0.0
 
     def _check_inputs(self, context: Any, past_blocks: Any, goal: Any) -> tuple[Tensor, Tensor, Tensor]:
         ctx = _as_tensor(context)

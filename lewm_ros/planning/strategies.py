@@ -37,7 +37,7 @@ class CEM:
         return candidates
 
     def step(self, state: SearchState, scorer: Any, generator: torch.Generator) -> tuple[Tensor, Tensor]:
-        candidates = scorer.clamp(self.sample(state, self.config.samples, generator))
+        candidates = scorer.clamp(self.sample(state, state.samples, generator))
         costs = scorer.costs(candidates)
         self.refit(state, candidates, costs)
         return candidates, costs
@@ -76,7 +76,7 @@ class ICEM(CEM):
         horizon, block = state.mean.shape
         action_dim = scorer.planner.action_dim
         floor = cfg.min_samples if cfg.min_samples is not None else 2 * cfg.elites
-        count = min(cfg.samples, max(floor, int(cfg.samples * cfg.sample_decay ** (-state.iteration)), cfg.elites))
+        count = min(state.samples, max(floor, int(state.samples * cfg.sample_decay ** (-state.iteration)), cfg.elites))
         steps = block // action_dim * horizon
         noise = coloured_noise(count, steps, action_dim, cfg.noise_beta, generator, state.mean.device)
         candidates = state.mean + state.std * noise.reshape(count, horizon, block)
