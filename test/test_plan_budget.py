@@ -62,7 +62,7 @@ def test_a_slow_machine_gets_fewer_samples_and_plans_within_the_deadline(clock, 
     assert max(world.scored[-6:]) <= floor + round(0.3 * 8)  # iCEM may carry a few elites into the pool
     # Every plan found a finite plan (no lock-up in the safe state) and stayed within about one iteration of
     # the deadline: the cold plan's forced first iteration and the warm plans' budgeted ones.
-    assert all(np.isfinite(r.cost) and r.iterations >= 1 for r in results)
+    assert all(np.isfinite(r.cost) and r.iterations >= 1 for r in results)  # warm plans refine too: never 0
     assert all(r.time_ms <= 20.0 + floor * 1.0 + 1e-6 for r in results)
 
 

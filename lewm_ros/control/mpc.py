@@ -57,8 +57,11 @@ class LatentMPC:
 
     # ---- state ---------------------------------------------------------------------------------------
 
-    def reset(self) -> None:
-        """Forget history, plan and warm start (after a stop, a goal change, or a failure)."""
+    def reset(self, keep_warm_start: bool = False) -> None:
+        """Forget history and plan (after a stop, a goal change, or a failure) and, unless `keep_warm_start`, the
+        planner's warm start. Keep it after a stop for time (an overrun): the search it holds still aims at the
+        same goal from nearly the same place, and starting cold on a machine that just ran late would overrun
+        again."""
         self.latents: list[Tensor] = []
         self.blocks: list[np.ndarray] = []  # blocks[i] ran between latents[i] and latents[i + 1]
         self._current: list[np.ndarray] = []  # actions of the block being executed
@@ -67,7 +70,8 @@ class LatentMPC:
         self.block_index = 0  # block of the current plan being executed
         self.step_in_block = 0
         self.blocks_since_plan = 0
-        self.planner.reset()
+        if not keep_warm_start:
+            self.planner.reset()
 
     @property
     def at_block_start(self) -> bool:

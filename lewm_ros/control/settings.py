@@ -81,7 +81,11 @@ PARAMETERS: tuple[Param, ...] = (
           "file path. Built for the bundle's weights (checked)"),
     Param("deadline_ms", 30.0, float, "planning time budget; the best plan so far is used when it runs out "
           "(0: none)", low=0.0, high=60000.0),
-    Param("plan_overrun_ms", 100.0, float, "a plan slower than this is discarded and the safe command sent",
+    Param("adaptive_samples", True, bool, "size each plan's samples (between 2 x elites and samples) to the time "
+          "per candidate measured at configure and on every plan, so the warm iterations fit deadline_ms on this "
+          "machine under its current load; false: always `samples` (not for planner grad)"),
+    Param("plan_overrun_ms", 100.0, float, "a plan slower than this is discarded and the safe command sent; the "
+          "search's warm start is kept, so the next plan starts where this one got to",
           low=1.0, high=60000.0),
     Param("seed", 0, int, "planner random seed", low=0, high=2**31 - 1),
     Param("action_scale", [2.0], list, "joint speed (rad/s; N m for effort) of a model action of 1.0, one value or "
@@ -155,6 +159,7 @@ class AgentSettings:
     cost_weighting: str
     roadmap: str
     deadline_ms: float
+    adaptive_samples: bool
     plan_overrun_ms: float
     seed: int
     action_scale: tuple[float, ...]
@@ -183,6 +188,7 @@ class AgentSettings:
             planner=self.planner, samples=self.samples, iterations=self.iterations,
             warm_iterations=self.warm_iterations or None, elites=min(self.elites, self.samples), horizon=self.horizon,
             warm_start=self.warm_start, deadline_ms=self.deadline_ms or None,
+            adaptive_samples=self.adaptive_samples and self.planner != "grad",
             precision="fp32" if self.precision == "auto" else self.precision, seed=self.seed,
             compile=self.compile or None,
             cost_weights=(1.0,) * self.horizon if self.cost_weighting == "uniform" else None,

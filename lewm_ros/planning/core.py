@@ -275,9 +275,10 @@ class LatentPlanner:
         for it in range(iterations):
             elapsed = time.perf_counter() - started
             # A cold plan always runs one iteration: without a warm start there is no plan to fall back on, and
-            # skipping it on a slow machine would leave the controller with no plan, ever (the budget keeps that
-            # iteration short). A warm plan may run none: the previous plan, shifted, is a plan.
-            if deadline is not None and (it > 0 or warm):
+            # skipping it on a slow machine would leave the controller with no plan, ever. With adaptive_samples
+            # every plan does (the budget keeps that iteration short): skipping on the estimate left a slow
+            # machine executing the unrefined shifted plan forever. Otherwise a warm plan may run none.
+            if deadline is not None and (it > 0 or (warm and not cfg.adaptive_samples)):
                 estimate = self._iteration_estimate_ms(samples) / 1000.0
                 if elapsed + estimate > deadline or (it > 0 and elapsed >= deadline):
                     if it == 0 and not cfg.adaptive_samples and self.iteration_ms is not None:
@@ -391,7 +392,7 @@ class LatentPlanner:
             ctx = ctx[-self.history :]
         n_past = ctx.shape[0] - 1
         if past_blocks is None:
-            past = torch.zeros(0, self.frameskip, self.action_dim)
+            past = torch.zeros(0, self.frameskip, self.action_dim, device=ctx.device)
         else:
             past = _as_tensor(past_blocks).reshape(-1, self.frameskip, self.action_dim)
         if past.shape[0] < n_past:
@@ -452,7 +453,8 @@ class LatentPlanner:
 
 
 def _as_tensor(value: Any) -> Tensor:
-    return (value if isinstance(value, Tensor) else torch.as_tensor(np.asarray(value))).detach().float()
+    # device="cpu": as_tensor would put host data on torch's default device, which need not be the planner's
+    return (value if isinstance(value, Tensor) else torch.as_tensor(np.asarray(value), device="cpu")).detach().float()
 
 
 class _Scorer:

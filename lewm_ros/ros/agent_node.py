@@ -38,6 +38,7 @@ from rcl_interfaces.msg import (
 )
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
 from rclpy.clock import Clock, ClockType
+from rclpy.duration import Duration as RosDuration
 from rclpy.exceptions import ParameterException, ParameterUninitializedException
 from rclpy.executors import ExternalShutdownException
 from rclpy.lifecycle import LifecycleState, TransitionCallbackReturn
@@ -51,6 +52,7 @@ from std_srvs.srv import SetBool, Trigger
 from trajectory_msgs.msg import JointTrajectory
 
 from lewm_ros.control.command import CommandShaper, UnsafeCommandError
+from lewm_ros.control.log_limit import ReasonThrottle, reason_key
 from lewm_ros.control.settings import PARAMETERS, AgentSettings, Param, SettingsError, build_settings, check_value
 from lewm_ros.control.surprise import SurpriseMonitor, threshold_from_bundle
 from lewm_ros.data.frames import FrameSizeError, fit_frame
@@ -61,6 +63,9 @@ from lewm_ros.ros.executor import ResponsiveExecutor
 NODE_NAME = "lewm_agent"
 GOAL_QOS = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.TRANSIENT_LOCAL)
 STATE_QOS = QoSProfile(depth=10)
+LOG_REPEAT_S = 5.0  # a stop reason or resume is logged at most this often, with a count of the ones held back
+TIMING_STOPS = ("plan overrun", "no plan within the deadline")  # stops for time: the warm start survives them
+EXIT_ACK_S = 0.5  # at exit, how long to wait for subscribers to acknowledge the safe command
 _TYPES = {bool: Parameter.Type.BOOL, int: Parameter.Type.INTEGER, float: Parameter.Type.DOUBLE,
           str: Parameter.Type.STRING}  # fmt: skip
 _LIST_TYPES = {str: Parameter.Type.STRING_ARRAY, float: Parameter.Type.DOUBLE_ARRAY}
@@ -258,6 +263,8 @@ class LewmAgent(LifecycleNode):
         self._precision = "fp32"
         self._encoder_precision = "fp32"
         self._warnings: list[str] = []
+        self._log_limit = ReasonThrottle(period_s=LOG_REPEAT_S)
+        self._plan_samples = 0
 
     def _configure(self) -> None:
         import torch
@@ -296,6 +303,7 @@ class LewmAgent(LifecycleNode):
             planner = planner.with_config(precision=self._precision)
             self.get_logger().info(f"precision auto -> {self._precision} (ms per scoring pass: {timings})")
         if settings.warmup:
+            self.get_logger().info("measuring the planner on this machine (warm-up plans)")
             planner.warmup(*probe)
             # TorchScript's profiling executor optimises (and on CPU may fuse) during the first calls, which can
             # take hundreds of ms each: pay that here, not in the first control ticks.
@@ -305,6 +313,9 @@ class LewmAgent(LifecycleNode):
                     encoder(blank)
         if roadmap is not None:
             roadmap.off_map_goals = 0  # the warm-up's blank goal is not a goal anyone sent
+        if planner.config.adaptive_samples and planner.config.deadline_ms:
+            self.get_logger().info(f"planner sized to this machine: {planner.budget.describe()} for deadline_ms "
+                                   f"{planner.config.deadline_ms:g}; it keeps adapting on every plan")
         for note in planner.notes:  # fallbacks this device forced (precision, compile): say so in the node's log
             self._warn(f"planner: {note}")
         self._encoder_precision = encoder_precision
@@ -621,6 +632,7 @@ class LewmAgent(LifecycleNode):
                 stats.partial_plans += int(result.partial)
                 stats.plan_ms.append(result.time_ms)
                 stats.last_cost = result.cost
+                self._plan_samples = result.samples
                 self.cost_pub.publish(Float32(data=float(result.cost)))
                 if result.time_ms > s.plan_overrun_ms:
                     stats.overruns += 1
@@ -641,7 +653,10 @@ class LewmAgent(LifecycleNode):
         if not math.isnan(self.surprise.latest):
             self.surprise_pub.publish(Float32(data=float(self.surprise.latest)))
         if self._stopped is not None:
-            self.get_logger().info(f"resuming control (was stopped: {self._stopped})")
+            held = self._log_limit.admit("resume after " + reason_key(self._stopped))
+            if held is not None:
+                more = f"; {held} more resumes after this reason in the last {LOG_REPEAT_S:g} s" if held else ""
+                self.get_logger().info(f"resuming control (was stopped: {self._stopped}{more})")
             self._stopped = None
         return None
 
@@ -664,11 +679,17 @@ class LewmAgent(LifecycleNode):
 
     def _stop(self, reason: str) -> None:
         self._publish_safe()
-        self.mpc.reset()
+        key = reason_key(reason)
+        # A stop for time keeps the planner's warm start: dropping it made the next plan a cold one, which on an
+        # overloaded machine overran again, and the agent never left its safe state while the load lasted.
+        self.mpc.reset(keep_warm_start=key in TIMING_STOPS)
         self._latency_from = None
         if reason != self._stopped:
-            self.stats.stops[reason.split(" (")[0].split(":")[0]] += 1
-            self.get_logger().warning(f"safe command: {reason}")
+            self.stats.stops[key] += 1
+            held = self._log_limit.admit(reason)
+            if held is not None:
+                more = f" ({held} more held back in the last {LOG_REPEAT_S:g} s)" if held else ""
+                self.get_logger().warning(f"safe command: {reason}{more}")
             self._stopped = reason
 
     def _publish_command(self, velocity: np.ndarray) -> None:
@@ -730,6 +751,7 @@ class LewmAgent(LifecycleNode):
             "control_rate_hz": f"{rate:.2f}",
             "plan_ms_p50": f"{_percentile(stats.plan_ms, 50):.1f}",
             "plan_ms_p95": f"{_percentile(stats.plan_ms, 95):.1f}",
+            "plan_samples": str(self._plan_samples),
             "camera_to_command_ms_p50": f"{_percentile(stats.latency_ms, 50):.1f}",
             "camera_to_command_ms_p95": f"{_percentile(stats.latency_ms, 95):.1f}",
             "frame_age_ms": f"{1000 * (now - frame.received):.0f}" if frame else "",
@@ -814,45 +836,77 @@ class LewmAgent(LifecycleNode):
         cv2.putText(view, "goal", (side + 6, 18), cv2.FONT_HERSHEY_SIMPLEX, 0.5, (255, 255, 0), 1, cv2.LINE_AA)
         return view
 
-    def publish_safe_and_stop(self) -> None:
-        """For Ctrl-C and process exit: whatever the state, leave the arm with the safe command."""
+    def publish_safe_and_stop(self) -> bool:
+        """For Ctrl-C, SIGTERM and process exit: whatever the state, leave the arm with the safe command (when a
+        command publisher exists, i.e. configured) and wait briefly for subscribers to acknowledge it, so it is
+        not lost when the process ends right after. False when the safe command could not be sent."""
         try:
-            self._halt("exit")
+            with self._lock:
+                sent_before = self.stats.safe_commands
+                self._halt("exit")
+                publisher = self.command_pub
+                sent = self.stats.safe_commands > sent_before
+            if publisher is not None and not sent:
+                return False  # configured but the safe command was refused (hold without a measured position)
+            if publisher is not None and not publisher.wait_for_all_acked(RosDuration(seconds=EXIT_ACK_S)):
+                print(f"lewm_agent: the safe command was sent but not acknowledged within {EXIT_ACK_S:g} s",
+                      file=sys.stderr)  # fmt: skip
+            return True
         except Exception as err:  # the context may already be gone (external shutdown): say so, do not crash
             print(f"lewm_agent: could not send the safe command at exit: {err}", file=sys.stderr)
+            return False
 
 
 class _StaleFrameError(ValueError):
     pass
 
 
+EXIT_OK = 0  # stopped by SIGINT/SIGTERM/shutdown with the safe command sent (or nothing was ever commanded)
+EXIT_UNSAFE = 3  # the safe command could not be sent (safe_action hold without joint_states), or a second signal
+
+
 def main(args: list[str] | None = None) -> int:
-    """`ros2 run lewm_ros lewm_agent [--autostart]`: spin the agent; --autostart configures and activates it."""
+    """`ros2 run lewm_ros lewm_agent [--autostart]`: spin the agent; --autostart configures and activates it.
+
+    SIGINT and SIGTERM (Ctrl-C, `docker stop`, systemd, `ros2 launch` shutdown) in any lifecycle state end the
+    same way: the safe command (when configured), then exit within about a second with EXIT_OK, or EXIT_UNSAFE
+    when the safe command could not be sent. A second signal while stopping exits at once (EXIT_UNSAFE)."""
     from rclpy.signals import SignalHandlerOptions
     from rclpy.utilities import remove_ros_args
 
+    from lewm_ros.ros.stop_signals import StopRequested, StopSignals
+
     argv = remove_ros_args(args if args is not None else sys.argv)
     autostart = "--autostart" in argv[1:]
-    # Our own Ctrl-C handling: rclpy's handler would shut the context down before the safe command goes out.
-    rclpy.init(args=args, signal_handler_options=SignalHandlerOptions.NO)
-    node = LewmAgent()
-    executor = ResponsiveExecutor(num_threads=4)
-    executor.add_node(node)
-    try:
-        if autostart:
-            node.trigger_configure()
-            if node.settings is not None:
-                node.trigger_activate()
-        executor.spin()
-    except (KeyboardInterrupt, ExternalShutdownException):
-        pass
-    finally:
-        node.publish_safe_and_stop()
-        executor.shutdown()
-        node.destroy_node()
-        rclpy.try_shutdown()
-    return 0
-
+    rclpy.init(args=args, signal_handler_options=SignalHandlerOptions.NO)  # ours: see stop_signals
+    node: LewmAgent | None = None
+    executor: ResponsiveExecutor | None = None
+    status = EXIT_OK
+    with StopSignals() as signals:
+        try:
+            node = LewmAgent()
+            executor = ResponsiveExecutor(num_threads=4)
+            executor.add_node(node)
+            if autostart:
+                node.trigger_configure()
+                if node.settings is not None:
+                    node.trigger_activate()
+            signals.spin(executor, rclpy.ok)
+        except (StopRequested, KeyboardInterrupt, ExternalShutdownException):
+            pass
+        finally:
+            signals.starting = False
+            if node is not None:
+                if signals.signal_number:
+                    node.get_logger().info(f"{signals.name}: stopping")
+                if not node.publish_safe_and_stop():
+                    status = EXIT_UNSAFE
+            if executor is not None:
+                executor.shutdown(timeout_sec=1.0)
+            if node is not None:
+                node.destroy_node()
+            rclpy.try_shutdown()
+    return status
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -263,6 +263,7 @@ class MujocoSim(Node):
     # ----------------------------------------------------------------- physics thread: startup
 
     def _start_physics(self) -> None:
+        self.halted = False
         self._lock = threading.Lock()  # command state shared with subscription callbacks
         self._command: _Command | None = None
         self._requests: queue.SimpleQueue[_Request] = queue.SimpleQueue()
@@ -540,8 +541,18 @@ class MujocoSim(Node):
             return
         action = np.clip(velocity / self._action_scale, -1.0, 1.0)
         with self._lock:
+            if self.halted:
+                return  # stopping: the actuators stay at zero
             self._command = _Command(action, time.monotonic(), expires_ns)
             self.accepted_commands += 1
+
+    def halt(self, why: str) -> None:
+        """Zero the actuators for good (the process is stopping): the command in force is dropped, later ones
+        are ignored, and the physics steps that remain run with zero velocity."""
+        with self._lock:
+            self.halted = True
+            self._command = None
+        self.get_logger().info(f"{why}: actuators zeroed")
 
     def _velocity_from_array(self, msg: Float64MultiArray) -> np.ndarray:
         """Per-joint commands in scene order: joint velocities, or torques on the scene's torque joints."""
@@ -672,28 +683,35 @@ class MujocoSim(Node):
 
 
 def main(args: Sequence[str] | None = None) -> None:
-    """Console entry point: spin the sim with a ResponsiveExecutor until Ctrl-C or shutdown."""
-    rclpy.init(args=args)
+    """Console entry point: spin the sim until SIGINT, SIGTERM or shutdown; then the actuators are zeroed and the
+    process exits 0 within about a second (1: bad parameters)."""
+    from rclpy.signals import SignalHandlerOptions
+
+    from lewm_ros.ros.stop_signals import StopRequested, StopSignals
+
+    rclpy.init(args=args, signal_handler_options=SignalHandlerOptions.NO)  # ours: see stop_signals
     node: MujocoSim | None = None
     status = 0
-    try:
-        node = MujocoSim()
-        executor = ResponsiveExecutor()
-        executor.add_node(node)
-        executor.spin()
-    except (KeyboardInterrupt, ExternalShutdownException):
-        pass
-    except (SimConfigError, ParameterException) as error:
-        hint = " (floating-point parameters need a decimal point: 2.0, not 2)" if "'DOUBLE'" in str(error) else ""
-        print(f"{NODE_NAME}: error: {error}{hint}", file=sys.stderr)
-        status = 1
-    finally:
-        if node is not None:
-            node.destroy_node()
-        rclpy.try_shutdown()
+    with StopSignals() as signals:
+        try:
+            node = MujocoSim()
+            executor = ResponsiveExecutor()
+            executor.add_node(node)
+            signals.spin(executor, rclpy.ok)
+        except (StopRequested, KeyboardInterrupt, ExternalShutdownException):
+            pass
+        except (SimConfigError, ParameterException) as error:
+            hint = " (floating-point parameters need a decimal point: 2.0, not 2)" if "'DOUBLE'" in str(error) else ""
+            print(f"{NODE_NAME}: error: {error}{hint}", file=sys.stderr)
+            status = 1
+        finally:
+            signals.starting = False
+            if node is not None:
+                node.halt(signals.name or "exit")
+                node.destroy_node()
+            rclpy.try_shutdown()
     if status:
         sys.exit(status)
-
 
 if __name__ == "__main__":
     main()
