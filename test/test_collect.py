@@ -276,6 +276,45 @@ def test_ctrl_c_leaves_a_valid_file_of_complete_episodes(tmp_path, workers):
     assert np.all(summary.episode_lengths == 21)
     assert leftovers(tmp_path) == []
     assert f"holds {summary.num_episodes} episodes" in rest
+    assert f"kept {summary.num_episodes} episodes" in rest
+
+
+# A collect process that sends itself a real SIGINT while its third episode is being written: the moment a
+# Ctrl-C is held back until the write is whole (the "kept 65 episodes" of a file holding 66 came from there).
+SIGINT_DURING_WRITE = """
+import os, signal, sys
+from lewm_ros.cli import main
+from lewm_ros.data.episodes import EpisodeWriter
+
+write, calls = EpisodeWriter.write_episode, []
+
+def write_and_interrupt(self, episode):
+    calls.append(1)
+    if len(calls) == 3:
+        os.kill(os.getpid(), signal.SIGINT)  # delivered while the episode is being written
+    return write(self, episode)
+
+EpisodeWriter.write_episode = write_and_interrupt
+sys.exit(main(sys.argv[1:]))
+"""
+
+
+@pytest.mark.parametrize("append", [False, True])
+def test_ctrl_c_during_a_write_reports_the_episodes_the_file_holds(tmp_path, append):
+    out = tmp_path / "d.h5"
+    before = 0
+    if append:
+        collect(spec(episodes=2, steps=20), out, mode="create")
+        before = 2
+    command = [sys.executable, "-c", SIGINT_DURING_WRITE, "collect", "--scene", REACH2D, "--out", str(out),
+               "--episodes", "1000", "--steps", "20", "--image-size", "16", "--policy", "mixed", "--seed", "5",
+               "--progress", "none", *(["--append"] if append else [])]  # fmt: skip
+    done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 130, done.stderr
+    held = validate(out).num_episodes
+    assert held == before + 3  # the interrupted write finished whole
+    assert f"interrupted: kept {held - before} episodes" in done.stderr, done.stderr
+    assert f"holds {held} episodes" in done.stderr
 
 
 def test_no_stray_files_in_the_working_directory():

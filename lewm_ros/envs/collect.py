@@ -391,10 +391,10 @@ def collect(
                   else _parallel_episodes(spec, indices, workers, clipped))
         try:
             for episode in source:
-                with _sigint_held_back():
+                with _sigint_held_back():  # counted inside: a Ctrl-C held back here is raised on leaving it
                     writer.write_episode(episode)
-                written += 1
-                frames += len(episode)
+                    written += 1
+                    frames += len(episode)
                 if on_episode is not None:
                     on_episode(written, frames)
         except KeyboardInterrupt:
