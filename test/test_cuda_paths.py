@@ -312,3 +312,90 @@ def test_doctor_passes_the_gpu_lines(capsys):
     assert table["cuda"][0] == "PASS" and table["precision"][0] == "PASS"
     assert table["encoder"][0] == "PASS" and "relative error vs fp32" in table["encoder"][1]
     assert "at fp16" in table["plan latency"][1]
+
+
+# ---- device correctness on CUDA (issue 19; the CPU-side guards are in test_device_guard.py) ------------------
+
+
+def _train(*args) -> int:
+    from lewm_ros import cli
+
+    return cli.main(["train", *(str(a) for a in args)])
+
+
+@needs_cuda
+def test_train_validates_on_cuda_and_checkpoints_resume_across_devices(episodes, tmp_path):
+    """Steps and the first validation on cuda (issue 19 crashed there), then the cuda checkpoint resumed on the
+    CPU and that CPU checkpoint resumed on cuda to the end: the optimizer state follows the parameters."""
+    from lewm_ros.training.checkpoint import load_checkpoint
+
+    out = tmp_path / "run"
+    common = ["--preset", "tiny", "--epochs", 2, "--batch-size", 8, "--no-progress", "--precision", "fp32"]
+    fresh = ["--data", episodes, *common, "--out", out]
+    assert _train(*fresh, "--device", "cuda", "--stop-after", 3) == 0
+    state = load_checkpoint(out)
+    per_epoch = state["total_steps"] // 2
+    assert state["cuda_rng"] and state["step"] == 3
+    resume = ["--out", out, "--resume", "--no-progress"]
+    assert _train(*resume, "--device", "cpu", "--stop-after", per_epoch + 2) == 0  # crosses epoch 0's validation
+    state = load_checkpoint(out)
+    assert state["step"] == per_epoch + 2 and state["last_eval"]["windows"] > 0
+    assert _train(*resume, "--device", "cuda") == 0
+    state = load_checkpoint(out)
+    assert state["step"] == state["total_steps"] and (out / "bundle" / "model.json").is_file()
+    health = state["last_eval"]["health"]
+    assert np.isfinite(state["last_eval"]["pred"]) and np.isfinite(health["sigreg"]) and health["eff_rank"] > 0
+
+
+@needs_cuda
+def test_a_training_run_from_start_to_bundle_on_cuda(episodes, tmp_path):
+    out = tmp_path / "run"
+    assert _train("--data", episodes, "--preset", "tiny", "--epochs", 1, "--batch-size", 8, "--no-progress",
+                  "--device", "cuda", "--out", out) == 0  # fmt: skip
+    bundle = load_bundle(out / "bundle")
+    meta = bundle.meta["training"]
+    assert meta["device"].startswith("cuda") and np.isfinite(meta["val_pred_loss"])
+
+
+@needs_cuda
+def test_evaluate_windows_and_latent_health_on_cuda(tiny_bundle):
+    from test_device_guard import FakeBlock
+
+    from lewm_ros.model.sigreg import SIGReg
+    from lewm_ros.training.evaluate import evaluate_windows
+
+    device = torch.device("cuda")
+    model = load_bundle(tiny_bundle, device=device).model
+    block = FakeBlock(model.cfg)
+    windows = np.arange(len(block.frames))
+    result = evaluate_windows(model, block, windows, SIGReg(64).to(device), device, "fp32", batch=5)
+    reference = evaluate_windows(load_bundle(tiny_bundle).model, block, windows, SIGReg(64), torch.device("cpu"),
+                                 "fp32", batch=5)  # fmt: skip
+    assert result["pred"] == pytest.approx(reference["pred"], rel=1e-3)
+    assert result["health"]["mean_std"] == pytest.approx(reference["health"]["mean_std"], rel=1e-3)
+
+
+@needs_cuda
+@pytest.mark.parametrize("planner", ["cem", "icem", "mppi", "grad"])
+def test_every_planner_plans_on_cuda(bundle_path, planner):
+    bundle = load_bundle(bundle_path, device="cuda")
+    result = planner_for(bundle, "cuda", planner=planner).plan(*problem(bundle, "cuda"))
+    assert np.isfinite(result.cost) and np.all(np.isfinite(result.plan)) and result.iterations == SMALL["iterations"]
+
+
+@needs_cuda
+def test_probe_roadmap_and_eval_on_cuda(tiny_bundle, episodes, tmp_path, capsys):
+    import json
+
+    from lewm_ros.cli import main
+
+    assert main(["probe", str(tiny_bundle), "--data", str(episodes), "--device", "cuda", "--json"]) == 0
+    assert np.isfinite(json.loads(capsys.readouterr().out.strip().splitlines()[-1])["r2_mean"])
+    roadmap = tmp_path / "map.npz"
+    assert main(["roadmap", "--bundle", str(tiny_bundle), "--data", str(episodes), "--stride", "5", "--device", "cuda",
+                 "--out", str(roadmap)]) == 0  # fmt: skip
+    out = tmp_path / "eval"
+    assert main(["eval", "--bundle", str(tiny_bundle), "--episodes", "1", "--budget", "10", "--samples", "8",
+                 "--iterations", "2", "--elites", "2", "--precision", "fp32", "--no-progress", "--device", "cuda",
+                 "--video-episodes", "0", "--roadmap", str(roadmap), "--out", str(out)]) == 0  # fmt: skip
+    assert json.loads((out / "eval.json").read_text())["settings"]["device"].startswith("cuda")

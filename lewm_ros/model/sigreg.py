@@ -24,15 +24,22 @@ class SIGReg(nn.Module):
         if knots < 2:
             raise ValueError("SIGReg needs at least 2 quadrature knots")
         self.num_directions = num_directions
-        t = torch.linspace(0.0, t_max, knots)
-        step = t_max / (knots - 1)
-        trapezoid = torch.full((knots,), 2.0 * step)  # the grid covers [0, t_max]; the integrand is even
+        self.knots = knots
+        self.t_max = float(t_max)
+
+    def grid(self, device: torch.device | str) -> tuple[Tensor, Tensor, Tensor]:
+        """Quadrature knots t, the normal characteristic function exp(-t^2/2) there, and the trapezoid weights
+        times that window, made on `device` at every call. Not buffers: a buffer lives wherever the module was
+        last moved, and the statistic is asked for on the device of its input (training on the GPU, the
+        collapse monitor on latents gathered on the CPU: issue 19's crash was a cuda buffer meeting CPU
+        latents). Three tiny kernels per call, nothing next to the projection."""
+        t = torch.linspace(0.0, self.t_max, self.knots, device=device)
+        step = self.t_max / (self.knots - 1)
+        trapezoid = torch.full((self.knots,), 2.0 * step, device=device)  # the grid covers [0, t_max]; even
         trapezoid[0] = step
         trapezoid[-1] = step
-        gaussian_cf = torch.exp(-0.5 * t**2)
-        self.register_buffer("t", t, persistent=False)
-        self.register_buffer("gaussian_cf", gaussian_cf, persistent=False)
-        self.register_buffer("weights", trapezoid * gaussian_cf, persistent=False)
+        gaussian_cf = torch.exp(-0.5 * t.square())
+        return t, gaussian_cf, trapezoid * gaussian_cf
 
     def directions(
         self, dim: int, device: torch.device, generator: torch.Generator | None = None, local: bool = False
@@ -56,16 +63,17 @@ class SIGReg(nn.Module):
             raise ValueError(f"SIGReg expects (N, D) or (T, N, D), got {tuple(embeddings.shape)}")
         x = embeddings.float()  # cos/sin sums are unstable in bf16
         directions = self.directions(x.shape[-1], x.device, generator, local)
-        phase = (x @ directions).unsqueeze(-1) * self.t  # (T, N, M, K)
+        t, gaussian_cf, weights = self.grid(x.device)
+        phase = (x @ directions).unsqueeze(-1) * t  # (T, N, M, K)
         cos_sum = phase.cos().sum(dim=1)  # (T, M, K)
         sin_sum = phase.sin().sum(dim=1)
-        count = torch.tensor(float(x.shape[1]), device=x.device)
+        count = torch.full((), float(x.shape[1]), device=x.device)  # a fill: torch.tensor() would copy and sync
         if _distributed() and not local:
             cos_sum, sin_sum, count = _global_sums(cos_sum, sin_sum, count)
         cos_mean = cos_sum / count
         sin_mean = sin_sum / count
-        error = (cos_mean - self.gaussian_cf).square() + sin_mean.square()
-        return (error @ self.weights).mean() * count
+        error = (cos_mean - gaussian_cf).square() + sin_mean.square()
+        return (error @ weights).mean() * count
 
 
 def _distributed() -> bool:

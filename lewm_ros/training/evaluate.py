@@ -42,7 +42,7 @@ def evaluate_windows(
         if len(frames) >= 2:
             sig_values.append(sigreg(z.transpose(0, 1), generator=generator, local=True).item())
         surprise.append((pred[:, -1] - z[:, -1]).square().sum(-1).cpu().numpy())
-        first_latents.append(z[:, 0].cpu())
+        first_latents.append(z[:, 0])  # stays on the device: latent_health runs where they are
     health = latent_health(torch.cat(first_latents), sigreg, chunk=batch)
     return {
         "pred": pred_sum / max(1, len(windows)),

@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 import torch
 import torch.distributed as dist
+from torch import Tensor
 from tqdm import tqdm
 
 from lewm_ros.data.episodes import DatasetError
@@ -120,7 +121,9 @@ def run_training(args: argparse.Namespace) -> int:
         prepare_out_dir(out, False, ddp.main)
 
     if ddp.active:
-        backend = "nccl" if device.type == "cuda" else "gloo"
+        # NCCL carries only CUDA tensors; the loop's small CPU collectives (stop/finite flags, RNG states for the
+        # checkpoint, the step budget) go over gloo in the same process group.
+        backend = "cpu:gloo,cuda:nccl" if device.type == "cuda" else "gloo"
         dist.init_process_group(backend, init_method=args.dist_init, rank=ddp.rank, world_size=ddp.world)
     try:
         return _run(
@@ -512,7 +515,7 @@ def _pick_precision(settings, objective, sigreg, stream, device, ddp):
         except ValueError as err:
             raise TrainError(str(err)) from err
         return settings.precision, {}
-    rng = torch.get_rng_state()
+    rng = _rng_state(device)
     probe = copy.deepcopy(objective)
     frames, blocks = _sample_batch(stream, device)
 
@@ -521,7 +524,7 @@ def _pick_precision(settings, objective, sigreg, stream, device, ddp):
         _train_step_workload(probe, sigreg, frames, blocks, device, precision, settings)
 
     chosen, timings = choose_precision(device, "auto", workload, repeats=2)
-    torch.set_rng_state(rng)
+    _set_rng_state(device, rng)
     if ddp.active:
         shared = [chosen]
         dist.broadcast_object_list(shared, src=0)
@@ -531,7 +534,7 @@ def _pick_precision(settings, objective, sigreg, stream, device, ddp):
 
 def _measure_step_seconds(objective, sigreg, stream, device, precision, settings) -> float:
     """Median time of a full optimiser step on a copy (RNG restored): turns --minutes into a step count."""
-    rng = torch.get_rng_state()
+    rng = _rng_state(device)
     probe = copy.deepcopy(objective)
     optimizer = torch.optim.AdamW(probe.parameters(), lr=0.0)
     frames, blocks = _sample_batch(stream, device)
@@ -542,5 +545,16 @@ def _measure_step_seconds(objective, sigreg, stream, device, precision, settings
         _train_step_workload(probe, sigreg, frames, blocks, device, precision, settings)
         optimizer.step()
         times.append(time.perf_counter() - started)
-    torch.set_rng_state(rng)
+    _set_rng_state(device, rng)
     return float(sorted(times[1:])[len(times[1:]) // 2])
+
+
+def _rng_state(device: torch.device) -> tuple[Tensor, Tensor | None]:
+    """CPU and (on CUDA) device RNG states: dropout and SIGReg directions draw from the device's generator."""
+    return torch.get_rng_state(), torch.cuda.get_rng_state(device) if device.type == "cuda" else None
+
+
+def _set_rng_state(device: torch.device, state: tuple[Tensor, Tensor | None]) -> None:
+    torch.set_rng_state(state[0])
+    if state[1] is not None:
+        torch.cuda.set_rng_state(state[1], device)

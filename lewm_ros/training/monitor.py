@@ -70,9 +70,10 @@ class LatentHealth:
 
 def latent_health(latents: Tensor, sigreg: SIGReg, chunk: int = 256) -> LatentHealth:
     """Health of latents (N, D) of distinct frames; the SIGReg statistic is averaged over chunks of `chunk`
-    (it scales with the sample count) with fixed directions, so epochs are comparable."""
+    (it scales with the sample count) with fixed directions, so epochs are comparable. Computed on the latents'
+    device, wherever `sigreg` was moved."""
     z = latents.float()
-    std = z.std(dim=0) if len(z) > 1 else torch.zeros(z.shape[-1])
+    std = z.std(dim=0) if len(z) > 1 else z.new_zeros(z.shape[-1])
     usable = len(z) // chunk * chunk
     if usable == 0:
         chunk, usable = len(z), len(z)
