@@ -117,33 +117,40 @@ def record(args: argparse.Namespace, ros_args: Sequence[str]) -> int | str:
     from rclpy.exceptions import ParameterException
     from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
     from rclpy.parameter import Parameter
+    from rclpy.signals import SignalHandlerOptions
 
     from lewm_ros.data.bags import BagError
+    from lewm_ros.ros.stop_signals import StopRequested, StopSignals
 
     context = Context()
-    rclpy.init(args=list(ros_args), context=context)
+    # Our signal handling (stop_signals): SIGINT or SIGTERM ends the loop below and the bag is closed, readable.
+    rclpy.init(args=list(ros_args), context=context, signal_handler_options=SignalHandlerOptions.NO)
     recorder: BagRecorder | None = None
-    try:
-        overrides = [Parameter(k, value=v) for k, v in parameter_values(args).items()]
+    with StopSignals() as signals:
         try:
-            recorder = BagRecorder(context=context, parameter_overrides=overrides)
-        except (RecorderError, BagError, ParameterException) as error:
-            return " ".join(str(error).split())
-        executor = SingleThreadedExecutor(context=context)
-        executor.add_node(recorder.node)
-        deadline = time.monotonic() + args.duration_s if getattr(args, "duration_s", None) else float("inf")
-        print(f"recording into {recorder.path} (Ctrl-C to stop)", flush=True)
-        try:
-            while context.ok() and time.monotonic() < deadline and recorder.error is None:
-                executor.spin_once(timeout_sec=0.1)
-        except (KeyboardInterrupt, ExternalShutdownException):
+            overrides = [Parameter(k, value=v) for k, v in parameter_values(args).items()]
+            try:
+                recorder = BagRecorder(context=context, parameter_overrides=overrides)
+            except (RecorderError, BagError, ParameterException) as error:
+                return " ".join(str(error).split())
+            executor = SingleThreadedExecutor(context=context)
+            executor.add_node(recorder.node)
+            deadline = time.monotonic() + args.duration_s if getattr(args, "duration_s", None) else float("inf")
+            print(f"recording into {recorder.path} (Ctrl-C to stop)", flush=True)
+            finished = lambda: time.monotonic() >= deadline or recorder.error is not None  # noqa: E731
+            try:
+                signals.spin(executor, context.ok, until=finished)
+            except (KeyboardInterrupt, ExternalShutdownException):
+                pass
+            executor.shutdown(timeout_sec=1.0)
+        except StopRequested:
             pass
-        executor.shutdown(timeout_sec=1.0)
-    finally:
-        summary = recorder.close() if recorder is not None else None
-        if recorder is not None:
-            recorder.node.destroy_node()
-        context.try_shutdown()
+        finally:
+            signals.starting = False
+            summary = recorder.close() if recorder is not None else None
+            if recorder is not None:
+                recorder.node.destroy_node()
+            context.try_shutdown()
     if summary is not None and getattr(args, "summary", None):
         Path(args.summary).write_text(json.dumps(asdict(summary), indent=2))
     return 1 if summary is None or summary.error else 0  # the summary is in the node's log
