@@ -6,7 +6,11 @@ the wall-clock stamp, the goal image (transient-local) and /joint_states. The ag
 runs as a separate process, as on a robot. For every new plan the agent echoes the source frame's header on
 `~/plan_source`; latency = arrival of the first command after it - that frame's stamp (same clock, one machine).
 
-    MUJOCO_GL=egl .venv/bin/python bench/agent_latency.py [--seconds 20] [--rows default light heavy]
+    MUJOCO_GL=egl .venv/bin/python bench/agent_latency.py [--seconds 20] [--rows default light heavy] [--load N]
+
+--load N runs every row twice: on the machine as it is, then with N busy-loop processes (started and stopped
+here) competing for the cores, as perception, logging and rosbag do on a robot's computer. Rows ending in
+_fixed turn adaptive_samples off: the agent's behaviour before it sized its plans to the machine.
 
 Prints one JSON line per row (agent settings), then a markdown table and the machine.
 """
@@ -14,6 +18,7 @@ Prints one JSON line per row (agent settings), then a markdown table and the mac
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import random
@@ -22,6 +27,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Iterator
 
 import numpy as np
 
@@ -33,8 +39,11 @@ os.environ.setdefault("MUJOCO_GL", "egl")
 ROWS: dict[str, dict[str, object]] = {
     "default": {},  # config/lewm_agent.yaml defaults
     "default_1thread": {"torch_threads": 1},  # the camera/sim process shares the 2 cores
+    "default_fixed": {"torch_threads": 1, "adaptive_samples": False},
     "demo": {"torch_threads": 1, "planner": "cem", "samples": 64, "iterations": 6, "warm_iterations": 2,
              "elites": 8, "deadline_ms": 25.0},  # config/sim_reach.yaml's agent
+    "demo_fixed": {"torch_threads": 1, "planner": "cem", "samples": 64, "iterations": 6, "warm_iterations": 2,
+                   "elites": 8, "deadline_ms": 25.0, "adaptive_samples": False},
     "light": {"planner": "icem", "samples": 64, "iterations": 6, "warm_iterations": 2, "elites": 8},
     "heavy": {"planner": "cem", "samples": 300, "iterations": 30, "warm_iterations": 10, "elites": 30,
               "deadline_ms": 0.0, "plan_overrun_ms": 60000.0},
@@ -47,6 +56,18 @@ def ros_value(value: object) -> str:
     if isinstance(value, (list, tuple)):
         return "[" + ",".join(ros_value(v) for v in value) + "]"
     return str(value)
+
+
+@contextlib.contextmanager
+def busy_loops(count: int) -> Iterator[None]:
+    """`count` processes spinning in pure Python for as long as the block runs; always stopped afterwards."""
+    loops = [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(count)]
+    try:
+        yield
+    finally:
+        for loop in loops:
+            loop.kill()
+            loop.wait()
 
 
 def start_agent(bundle: str, params: dict[str, object]) -> subprocess.Popen:
@@ -149,6 +170,8 @@ def run_row(name: str, params: dict[str, object], bundle: str, seconds: float, w
         "plans": len(latency),
         "control_rate_hz": round(len(in_window) / seconds, 2),
         "moving_commands": sum(1 for _, c in in_window if np.any(c != 0)),
+        "moving_fraction": round(sum(1 for _, c in in_window if np.any(c != 0)) / max(1, len(in_window)), 3),
+        "agent_plan_samples": agent_view.get("plan_samples"),
         "agent_plan_ms_p50": agent_view.get("plan_ms_p50"), "agent_plan_ms_p95": agent_view.get("plan_ms_p95"),
         "agent_camera_to_command_ms_p95": agent_view.get("camera_to_command_ms_p95"),
         "agent_stops": agent_view.get("stops"), "partial_plans": agent_view.get("partial_plans"),
@@ -163,19 +186,25 @@ def main() -> int:
     parser.add_argument("--rate", type=float, default=20.0, help="camera and simulation rate (Hz)")
     parser.add_argument("--rows", nargs="+", default=list(ROWS), choices=list(ROWS))
     parser.add_argument("--seed", type=int, default=3)
+    parser.add_argument("--load", type=int, default=0, help="also run every row under N busy-loop processes")
     args = parser.parse_args()
     from lewm_ros.model.precision import machine_description
 
     results = []
     for name in args.rows:
-        result = run_row(name, ROWS[name], args.bundle, args.seconds, args.warmup, args.rate, args.seed)
-        print(json.dumps(result), flush=True)
-        results.append(result)
-    print("\n| row | latency p50 / p95 / max (ms) | control rate (Hz) | agent plan p50 / p95 (ms) | stops |")
-    print("|---|---|---|---|---|")
+        for load in ([0, args.load] if args.load > 0 else [0]):
+            with busy_loops(load):
+                result = run_row(name, ROWS[name], args.bundle, args.seconds, args.warmup, args.rate, args.seed)
+            result["load"] = load
+            print(json.dumps(result), flush=True)
+            results.append(result)
+    print("\n| row | load | commands/s | moving | camera->command p50 / p95 / max (ms) | plan p50 / p95 (ms) | "
+          "samples | stops |")
+    print("|---|---|---|---|---|---|---|---|")
     for r in results:
-        print(f"| {r['row']} | {r['latency_ms_p50']} / {r['latency_ms_p95']} / {r['latency_ms_max']} | "
-              f"{r['control_rate_hz']} | {r['agent_plan_ms_p50']} / {r['agent_plan_ms_p95']} | {r['agent_stops']} |")
+        print(f"| {r['row']} | {r['load']} | {r['control_rate_hz']} | {r['moving_fraction']:.0%} | "
+              f"{r['latency_ms_p50']} / {r['latency_ms_p95']} / {r['latency_ms_max']} | "
+              f"{r['agent_plan_ms_p50']} / {r['agent_plan_ms_p95']} | {r['agent_plan_samples']} | {r['agent_stops']} |")
     print("machine:", json.dumps(machine_description("cpu")))
     return 0
 

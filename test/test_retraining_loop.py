@@ -7,7 +7,6 @@ fresh lewm_agent configures with that bundle.
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 
 import numpy as np
@@ -28,7 +27,6 @@ MAX_SPEED = 2.0  # reach2d's velocity servos: ctrlrange +-2 rad/s; the demo agen
 
 
 def test_record_convert_finetune_and_deploy(tmp_path, ros_context, capsys):
-    started = time.monotonic()
     bag, data, run = tmp_path / "bag", tmp_path / "reach_bag.h5", tmp_path / "run"
     assert main(["sim-reach", "--episodes", str(EPISODES), "--episode-seconds", str(EPISODE_SIM_S), "--no-video",
                  "--record", str(bag), "--out", str(tmp_path / "demo")]) == 0  # fmt: skip
@@ -77,4 +75,3 @@ def test_record_convert_finetune_and_deploy(tmp_path, ros_context, capsys):
         assert Path(agent.bundle_path).resolve() == bundle.resolve()
     finally:
         agent.destroy_node()
-    assert time.monotonic() - started < 120

@@ -87,10 +87,26 @@ def run(args: argparse.Namespace) -> int:
     except Exception as err:  # a node refusing its parameters (rclpy ParameterException, ...): one line, no traceback
         print(f"lewm-ros sim-reach: error: {type(err).__name__}: {err}", file=sys.stderr)
         return 1
-    video = f", video {summary['video']}" if "video" in summary else ""
-    print(f"success rate {summary['success_rate']:.0%} ({summary['successes']}/{summary['episodes']}); "
-          f"summary in {args.out / 'summary.json'}{video}")  # fmt: skip
+    print(results_block(summary, args.out / "summary.json"), flush=True)
     return 0
+
+
+def results_block(summary: dict[str, Any], summary_path: Path) -> str:
+    """The demo's outcome as a block a person finds at the end of the log, whatever the nodes logged before."""
+    agent = summary.get("agent", {})
+    lines = ["", "=" * 72, f"sim-reach: {summary['successes']}/{summary['episodes']} goals reached "
+             f"({summary['success_rate']:.0%}) in {summary.get('wall_seconds', float('nan')):.0f} s"]  # fmt: skip
+    for r in summary["results"]:
+        outcome = "success" if r["success"] else "failure"
+        lines.append(f"  episode {r['episode']}: {outcome:7s} {r['sim_seconds']:6.2f} s simulated, "
+                     f"goal error {r['final_goal_error']:.3f} rad")  # fmt: skip
+    if agent:
+        lines.append(f"  agent: {agent.get('control_rate_hz')} commands/s, plan p50/p95 {agent.get('plan_ms_p50')}/"
+                     f"{agent.get('plan_ms_p95')} ms at {agent.get('plan_samples')} samples, "
+                     f"{agent.get('safe_commands')} safe commands ({agent.get('stops') or 'no stops'})")  # fmt: skip
+    video = f", video {summary['video']}" if "video" in summary else ""
+    lines += [f"  summary in {summary_path}{video}", "=" * 72]
+    return "\n".join(lines)
 
 
 def run_demo(args: argparse.Namespace) -> dict[str, Any]:
@@ -113,6 +129,7 @@ def run_demo(args: argparse.Namespace) -> dict[str, Any]:
     sim_overrides = {k: v for k, v in (("scene", args.scene), ("speed_factor", args.speed_factor)) if v is not None}
     agent_overrides = {k: v for k, v in (("bundle", args.bundle), ("device", args.device)) if v is not None}
     args.out.mkdir(parents=True, exist_ok=True)
+    started = time.monotonic()
     context = Context()
     rclpy.init(context=context, args=[])
     nodes: list[Any] = []
@@ -158,6 +175,7 @@ def run_demo(args: argparse.Namespace) -> dict[str, Any]:
     summary = {
         "episodes": len(results), "successes": successes, "success_rate": successes / len(results),
         "episode_seconds": args.episode_seconds, "config": str(config),
+        "wall_seconds": round(time.monotonic() - started, 1),
         "overrides": {"mujoco_sim": sim_overrides, "lewm_agent": agent_overrides},
         "agent": diagnostics, "results": [asdict(r) for r in results],
     }  # fmt: skip
