@@ -156,3 +156,40 @@ def test_fit_frame_policies():
     assert fit_frame(same, 32, "exact").shape == (32, 32, 3)
     with pytest.raises(FrameSizeError):
         fit_frame(np.zeros((32, 32), np.uint8), 32)
+
+
+def test_a_stop_for_time_keeps_the_warm_start_any_other_stop_forgets_it():
+    """After an overrun the agent resets with keep_warm_start: the next plan starts warm (fewer iterations, from
+    where the search got to) instead of cold, which on an overloaded machine overran again, for ever."""
+    mpc, model = tiny_mpc()
+    size = model.cfg.encoder.image_size
+    frame = np.random.default_rng(1).integers(0, 255, (size, size, 3), dtype=np.uint8)
+    mpc.set_goal(frame[::-1].copy())
+    mpc.observe(frame)
+    mpc.plan()
+    warm = mpc.planner._warm_mean.clone()
+    mpc.reset(keep_warm_start=True)
+    assert mpc.latents == [] and mpc.plan_result is None and mpc.planner.warm
+    torch.testing.assert_close(mpc.planner._warm_mean, warm)
+    mpc.observe(frame)
+    assert mpc.plan().iterations == mpc.planner.config.iterations  # warm_iterations unset: same count, warm start
+    mpc.reset()
+    assert not mpc.planner.warm
+
+
+def test_reason_throttle_admits_each_reason_then_one_per_period_with_the_count_held_back():
+    from lewm_ros.control.log_limit import ReasonThrottle, reason_key
+
+    now = [0.0]
+    throttle = ReasonThrottle(period_s=5.0, clock=lambda: now[0])
+    assert reason_key("plan overrun (130 ms > 100 ms)") == "plan overrun"
+    assert reason_key("error: RuntimeError: boom") == "error"
+    assert throttle.admit("plan overrun (130 ms > 100 ms)") == 0
+    assert throttle.admit("camera timeout") == 0  # another reason is not held back by the first
+    for ms in range(120, 130):
+        now[0] += 0.1
+        assert throttle.admit(f"plan overrun ({ms} ms > 100 ms)") is None  # same reason, other text: held
+    assert throttle.held() == {"plan overrun": 10}
+    now[0] = 5.5
+    assert throttle.admit("plan overrun (200 ms > 100 ms)") == 10  # reported with the count held back
+    assert throttle.held() == {}
