@@ -64,6 +64,11 @@ class PlannerConfig:
     rollout: str = "fast"  # "plain": a Python loop over candidates with the straightforward rollout (reference)
     compile: str | None = None  # torch.compile mode for the rollout: "default", "reduce-overhead" (CUDA graphs);
     # None or "" runs eagerly; a mode this device cannot run falls back to eager with a warning (`notes`)
+    # Sync-free CEM (lewm_ros.planning.device_cem): the whole search stays on the device, one CUDA graph per
+    # `graph_chunk` iterations on CUDA (eager elsewhere); the host looks only between chunks (deadline, stop_std).
+    # Fixed sample count (adaptive_samples does not resize it); a roadmap plan takes the generic loop.
+    graph: bool = False
+    graph_chunk: int = 5
     seed: int = 0
     # iCEM (Pinneri et al. 2020)
     noise_beta: float = 2.0  # coloured noise exponent over env steps: 0 white, 2 smooth
@@ -91,6 +96,8 @@ class PlannerConfig:
             raise PlanningError(f"tail must be one of {TAILS}, got {self.tail!r}")
         if self.rollout not in ROLLOUTS:
             raise PlanningError(f"rollout must be one of {ROLLOUTS}, got {self.rollout!r}")
+        if self.graph and (self.planner != "cem" or self.graph_chunk < 1):
+            raise PlanningError(f"graph runs planner cem with graph_chunk >= 1, got {self.planner}, {self.graph_chunk}")
         if self.compile and self.compile not in COMPILE_MODES:
             raise PlanningError(f"compile must be empty or one of {', '.join(COMPILE_MODES)}, got {self.compile!r}")
         if not (self.init_std > 0 and self.min_std >= 0):
@@ -195,6 +202,7 @@ class LatentPlanner:
         # Measured time per candidate; with adaptive_samples and a deadline it also sizes each plan's samples.
         self.budget = self._make_budget()
         self.roadmap: Any = None  # lewm_ros.planning.roadmap.Roadmap, or None for the plain latent distance
+        self.device_cem = _device_cem(self) if self.config.graph else None
 
     @classmethod
     def from_bundle(
@@ -265,6 +273,8 @@ class LatentPlanner:
         warm = cfg.warm_start and self._warm_mean is not None
         mean = self._warm_mean.clone() if warm else torch.zeros(cfg.horizon, self.block_dim, device=self.device)
         iterations = cfg.warm_iterations if (warm and cfg.warm_iterations) else cfg.iterations
+        if self.device_cem is not None and self.roadmap is None:
+            return self.device_cem.plan(context_t, past_t, goal_t, mean, iterations, warm, started)
         samples = self.budget.samples if cfg.deadline_ms and cfg.adaptive_samples else cfg.samples
         state = SearchState(mean=mean, std=torch.full_like(mean, cfg.init_std), samples=samples)
         scorer = _Scorer(self, context_t, past_t, goal_t)
@@ -346,7 +356,7 @@ class LatentPlanner:
         original = self.config
         self.config = replace(original, deadline_ms=None)
         try:
-            if self.compile_mode:
+            if self.compile_mode or self.device_cem is not None:
                 goal_t = _as_tensor(goal)
                 for frames in range(1, self.history + 1):
                     zeros = torch.zeros(frames, self.latent_dim)
@@ -450,6 +460,12 @@ class LatentPlanner:
     def _fall_back(self, why: str) -> None:
         self.notes.append(why)
         warn_fallback(why)
+
+
+def _device_cem(planner: LatentPlanner) -> Any:
+    from lewm_ros.planning.device_cem import DeviceCEM
+
+    return DeviceCEM(planner)
 
 
 def _as_tensor(value: Any) -> Tensor:
