@@ -399,3 +399,42 @@ def test_probe_roadmap_and_eval_on_cuda(tiny_bundle, episodes, tmp_path, capsys)
                  "--iterations", "2", "--elites", "2", "--precision", "fp32", "--no-progress", "--device", "cuda",
                  "--video-episodes", "0", "--roadmap", str(roadmap), "--out", str(out)]) == 0  # fmt: skip
     assert json.loads((out / "eval.json").read_text())["settings"]["device"].startswith("cuda")
+
+
+@needs_cuda
+def test_device_cem_graph_replay_equals_the_eager_device_path_and_syncs_once(bundle_path):
+    """graph=True on CUDA: chunks captured as CUDA graphs return the eager device path's plan for a seed (the same
+    code without capture), capture is quick, and a plan without a deadline never synchronises mid-search
+    (torch.cuda.set_sync_debug_mode('error') raises on any synchronising call before the final read)."""
+    from lewm_ros.planning import device_cem as device_cem_mod
+
+    bundle = load_bundle(bundle_path, device="cuda")
+    dim = bundle.config.latent_dim
+    settings = {"samples": 300, "elites": 30, "iterations": 30, "horizon": 5, "graph": True, "seed": 2}
+    graphs = planner_for(bundle, "cuda", **settings)
+    started = time.perf_counter()
+    graphs.warmup(torch.zeros(1, dim, device="cuda"), None, torch.zeros(dim, device="cuda"))
+    warmup_s = time.perf_counter() - started
+    assert graphs.device_cem.graphs and not graphs.notes, graphs.notes
+    assert graphs.device_cem.capture_s < 20.0, f"capture took {graphs.device_cem.capture_s:.1f} s"
+    eager = planner_for(bundle, "cuda", **settings)
+    eager.device_cem.use_graphs = False
+    for frames in (1, 3):
+        context, past, goal = problem(bundle, "cuda", frames=frames, seed=frames)
+        graphs.reset(7)
+        eager.reset(7)
+        a, b = graphs.plan(context, past, goal), eager.plan(context, past, goal)
+        np.testing.assert_allclose(a.plan, b.plan, atol=1e-4, rtol=0)
+        assert a.cost == pytest.approx(b.cost, rel=1e-4)
+    state = graphs.device_cem.initial_state(torch.zeros(5, graphs.block_dim, device="cuda"), 1.0)
+    context, past, goal = problem(bundle, "cuda", frames=3)
+    past_n = ((past.cuda() - graphs._mean_t) / graphs._std_t).reshape(2, -1)
+    torch.cuda.synchronize()
+    torch.cuda.set_sync_debug_mode("error")
+    try:
+        for _ in range(6):
+            state = graphs.device_cem._run(device_cem_mod.DEFAULT_CHUNK, state, context, past_n, goal)[:5]
+    finally:
+        torch.cuda.set_sync_debug_mode("default")
+    assert np.isfinite(float(state[2]))
+    print(f"warm-up (captures every context length) {warmup_s:.2f} s, capture {graphs.device_cem.capture_s:.2f} s")

@@ -93,7 +93,7 @@ class DeviceCEM:
         std = torch.where(learned, new_std, std)
         better = top_cost[0] < best_cost  # inf < inf is False: a non-finite iteration never replaces the best
         best_cost = torch.where(better, top_cost[0], best_cost)
-        best_seq = torch.where(better, candidates[top_index[0]], best_seq)
+        best_seq = torch.where(better, elites[0], best_seq)
         return mean, std, best_cost, best_seq, discarded
 
     def run_chunk(
