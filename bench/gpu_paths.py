@@ -11,6 +11,14 @@ back to fp32 / eager and the row says so.
                                         [--compile "" reduce-overhead]
 
 Prints one JSON line per row, then a markdown table and the machine (never pass/fail thresholds).
+
+Second section (`--sections device-cem`, on by default): the sync-free device CEM (PlannerConfig.graph) against
+the generic loop, per-plan ms for the paper's CEM 300 x 30 (paper preset), reach64-small 300 x 30 and the demo's
+settings (config/sim_reach.yaml: CEM 64 x 6 cold / 2 warm, top 8, uniform cost weights; reach64-small), cold and
+warm plans, TF32 off and on for fp32 matmuls (CUDA only), and the seconds spent capturing CUDA graphs (every
+context length, in warm-up). On a CPU the "graph" rows run the same device path eagerly (no capture).
+
+    .venv/bin/python bench/gpu_paths.py --device cuda --sections device-cem
 """
 
 from __future__ import annotations
@@ -89,6 +97,81 @@ def plan_ms(bundle, device: torch.device, precision: str, compile_mode: str, arg
     }  # fmt: skip
 
 
+DEVICE_CEM_SETTINGS = {  # name: (preset, PlannerConfig fields)
+    "paper CEM 300x30": ("paper", {"samples": 300, "iterations": 30, "elites": 30}),
+    "reach64-small CEM 300x30": ("reach64-small", {"samples": 300, "iterations": 30, "elites": 30}),
+    "demo CEM 64x6/2": ("reach64-small", {"samples": 64, "iterations": 6, "warm_iterations": 2, "elites": 8,
+                                           "cost_weights": (1.0,) * 5}),
+}  # fmt: skip
+
+
+def device_cem_row(bundle, device: torch.device, name: str, fields: dict, graph: bool, tf32: bool, plans: int) -> dict:
+    """Per-plan ms of one setting, cold (reset before each plan) and warm (advance(1) between plans)."""
+    if device.type == "cuda":
+        torch.backends.cuda.matmul.allow_tf32 = tf32
+        torch.backends.cudnn.allow_tf32 = tf32
+    config = PlannerConfig(planner="cem", horizon=5, seed=0, graph=graph, **fields)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        planner = LatentPlanner.from_bundle(bundle, config, device)
+    dim, fs, action_dim = bundle.config.latent_dim, bundle.config.action.frameskip, bundle.config.action.action_dim
+    generator = torch.Generator().manual_seed(0)
+    context = torch.randn(3, dim, generator=generator)
+    past = 0.3 * torch.randn(2, fs, action_dim, generator=generator)
+    goal = torch.randn(dim, generator=generator)
+    started = time.perf_counter()
+    planner.warmup(context[:1], None, goal)
+    warmup_s = time.perf_counter() - started
+    timings: dict[str, list[float]] = {"cold": [], "warm": []}
+    costs = []
+    for kind in ("cold", "warm"):
+        planner.reset(0)
+        for i in range(plans + (1 if kind == "warm" else 0)):
+            if kind == "cold":
+                planner.reset(0)
+            else:
+                planner.advance(1)
+            sync(device)
+            t0 = time.perf_counter()
+            result = planner.plan(context, past, goal)
+            sync(device)
+            if kind == "cold" or i > 0:  # the first warm-series plan is cold
+                timings[kind].append(1000 * (time.perf_counter() - t0))
+            costs.append(result.cost)
+    capture = planner.device_cem.capture_s if planner.device_cem is not None else 0.0
+    return {
+        "setting": name, "device": device.type, "path": ("graph" if device.type == "cuda" else "device-eager")
+        if graph else "loop", "tf32": tf32 if device.type == "cuda" else None,
+        "cold_p50_ms": percentiles(timings["cold"])[0], "warm_p50_ms": percentiles(timings["warm"])[0],
+        "warmup_s": warmup_s, "capture_s": capture, "first_cost": costs[0], "fallbacks": planner.notes,
+    }  # fmt: skip
+
+
+def device_cem_section(device: torch.device, folder: str, plans: int, names: list[str]) -> None:
+    rows = []
+    bundles: dict[str, object] = {}
+    tf32_modes = (False, True) if device.type == "cuda" else (False,)
+    for name in names:
+        preset_name, fields = DEVICE_CEM_SETTINGS[name]
+        if preset_name not in bundles:
+            torch.manual_seed(0)
+            bundles[preset_name] = load_bundle(save_bundle(LeWM(preset(preset_name)), Path(folder) / preset_name),
+                                               device=device)  # fmt: skip
+        for tf32 in tf32_modes:
+            for graph in (False, True):
+                row = device_cem_row(bundles[preset_name], device, name, fields, graph, tf32, plans)
+                rows.append(row)
+                print(json.dumps(row), flush=True)
+    print("\n| setting | path | TF32 | cold plan p50 ms | warm plan p50 ms | warm-up s | capture s |")
+    print("|---|---|---|---|---|---|---|")
+    for r in rows:
+        print(f"| {r['setting']} | {r['path']}{' (fallback)' if r['fallbacks'] else ''} | {r['tf32']} | "
+              f"{r['cold_p50_ms']:.2f} | {r['warm_p50_ms']:.2f} | {r['warmup_s']:.2f} | {r['capture_s']:.2f} |")
+    if device.type == "cuda":
+        torch.backends.cuda.matmul.allow_tf32 = False
+        torch.backends.cudnn.allow_tf32 = True  # torch's default
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--device", default="auto")
@@ -98,11 +181,16 @@ def main() -> None:
     parser.add_argument("--samples", type=int, default=300)
     parser.add_argument("--iterations", type=int, default=5)
     parser.add_argument("--plans", type=int, default=10)
+    parser.add_argument("--sections", nargs="+", choices=("paths", "device-cem"), default=["paths", "device-cem"])
+    parser.add_argument("--cem-settings", nargs="+", choices=tuple(DEVICE_CEM_SETTINGS),
+                        default=list(DEVICE_CEM_SETTINGS), help="device-cem section: which settings")
     args = parser.parse_args()
     device = resolve_device(args.device)
     rows = []
     with tempfile.TemporaryDirectory() as folder:
-        for name in args.presets:
+        if "device-cem" in args.sections:
+            device_cem_section(device, folder, args.plans, args.cem_settings)
+        for name in args.presets if "paths" in args.sections else []:
             torch.manual_seed(0)
             path = save_bundle(LeWM(preset(name)), Path(folder) / name)
             bundle = load_bundle(path, device=device)
@@ -116,6 +204,9 @@ def main() -> None:
                            "iterations": args.iterations, **timing}  # fmt: skip
                     rows.append(row)
                     print(json.dumps(row), flush=True)
+    if not rows:
+        print(f"\nmachine: {json.dumps(machine_description(device))}")
+        return
     print("\n| preset | precision | compile | encode p50 / p95 ms | plan p50 / p95 ms | ms / iteration | ran as |")
     print("|---|---|---|---|---|---|---|")
     for r in rows:
