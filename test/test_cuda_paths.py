@@ -150,6 +150,21 @@ def test_precision_fallback_rules(monkeypatch):
     assert precision_fallback(cuda, "fp16") == ("fp16", None)
 
 
+def test_tf32_is_switched_on_for_cuda_only():
+    from lewm_ros.model.precision import enable_tf32
+
+    matmul, cudnn = torch.backends.cuda.matmul, torch.backends.cudnn
+    saved = matmul.allow_tf32, cudnn.allow_tf32  # process-wide flags: restored below
+    try:
+        matmul.allow_tf32 = cudnn.allow_tf32 = False
+        assert enable_tf32(torch.device("cpu")) is False
+        assert not matmul.allow_tf32 and not cudnn.allow_tf32
+        assert enable_tf32(torch.device("cuda")) is True  # only flags: no GPU needed to set them
+        assert matmul.allow_tf32 and cudnn.allow_tf32
+    finally:
+        matmul.allow_tf32, cudnn.allow_tf32 = saved
+
+
 def test_agent_compile_parameter():
     base = {"joint_names": ["shoulder", "elbow"]}
     assert build_settings(base).planner_config().compile is None
@@ -355,6 +370,9 @@ def test_a_training_run_from_start_to_bundle_on_cuda(episodes, tmp_path):
     bundle = load_bundle(out / "bundle")
     meta = bundle.meta["training"]
     assert meta["device"].startswith("cuda") and np.isfinite(meta["val_pred_loss"])
+    import json
+
+    assert json.loads((out / "run.json").read_text())["tf32"] is True
 
 
 @needs_cuda

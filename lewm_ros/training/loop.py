@@ -35,7 +35,14 @@ from lewm_ros.data.windows import (
 from lewm_ros.model.bundle import BundleError, load_bundle
 from lewm_ros.model.config import preset
 from lewm_ros.model.lewm import LeWM, count_parameters
-from lewm_ros.model.precision import autocast, check_precision, choose_precision, machine_description, resolve_device
+from lewm_ros.model.precision import (
+    autocast,
+    check_precision,
+    choose_precision,
+    enable_tf32,
+    machine_description,
+    resolve_device,
+)
 from lewm_ros.model.sigreg import SIGReg
 from lewm_ros.train import (
     BUDGET_RESERVE,
@@ -80,6 +87,7 @@ def run_training(args: argparse.Namespace) -> int:
     if device.type == "cuda":
         device = torch.device("cuda", ddp.local_rank)
         torch.cuda.set_device(device)
+        enable_tf32(device)  # fp32 matmuls on tensor cores (precision.enable_tf32 says why and at what error)
 
     # ---- data and model config: every check before any work or file is written
     try:
@@ -276,6 +284,7 @@ def _run(args, settings, ddp, device, info, cfg, spec, train_eps, val_eps, actio
         run_info = {
             "settings": settings.compared(), "model_config": cfg.to_dict(), "parameters": count_parameters(model),
             "device": str(device), "precision": precision, "precision_ms_per_step": timings, "machine": machine,
+            "tf32": device.type == "cuda",
             "data": data_summary, "data_in_memory": stream.in_memory, "data_ram_bytes": stream.resident_bytes,
             "shards": len(stream.shards), "total_steps": total_steps, "batches_per_epoch": batches_per_epoch,
             "action_normalization": {"mean": np.asarray(action_mean).tolist(), "std": np.asarray(action_std).tolist()},
