@@ -193,3 +193,47 @@ def test_reason_throttle_admits_each_reason_then_one_per_period_with_the_count_h
     now[0] = 5.5
     assert throttle.admit("plan overrun (200 ms > 100 ms)") == 10  # reported with the count held back
     assert throttle.held() == {}
+
+
+def test_stop_rules_in_order_without_ros():
+    from lewm_ros.control.rules import Conditions, Limits, stop_reason
+
+    fine = Conditions(enabled=True, surprise_alarm=False, has_goal=True, frame_age_ms=10.0, invalid_in_row=0,
+                      has_measured_position=True)  # fmt: skip
+    limits = Limits(frame_timeout_ms=300.0, invalid_frame_burst=5)
+    assert stop_reason(fine, limits) is None
+
+    def reason(**change) -> str | None:
+        return stop_reason(Conditions(**{**fine.__dict__, **change}), limits)
+
+    assert reason(enabled=False, has_goal=False) == "disabled"  # the first rule wins
+    assert reason(surprise_alarm=True) is None  # warn only ...
+    assert stop_reason(Conditions(**{**fine.__dict__, "surprise_alarm": True}), Limits(surprise_hold=True)) == (
+        "surprise alarm (hold until re-enabled)")  # ... unless surprise_action is hold
+    assert reason(has_goal=False) == "no goal image"
+    assert reason(frame_age_ms=None) == "no camera frame yet"
+    assert reason(frame_age_ms=300.0) is None and reason(frame_age_ms=300.1) == "camera timeout"
+    assert reason(invalid_in_row=4) is None and reason(invalid_in_row=5) == "burst of invalid frames"
+    assert reason(has_measured_position=False) is None  # zeros need no measured position ...
+    held = Conditions(**{**fine.__dict__, "has_measured_position": False})
+    assert stop_reason(held, Limits(needs_measured_position=True)).startswith("no joint_states")  # ... hold does
+
+
+def test_plan_acceptance_without_ros():
+    from types import SimpleNamespace
+
+    from lewm_ros.control.rules import Limits, plan_rejection
+
+    limits = Limits(plan_overrun_ms=100.0)
+    good = SimpleNamespace(time_ms=40.0, plan=np.zeros((3, 5, 2)), cost=1.5, iterations=2)
+    assert plan_rejection(good, limits, warm=False) is None
+    assert plan_rejection(SimpleNamespace(**{**good.__dict__, "time_ms": 130.0}), limits, False).startswith(
+        "plan overrun (130 ms > 100 ms)")
+    nan_plan = np.zeros((3, 5, 2))
+    nan_plan[1, 2, 0] = np.nan
+    assert plan_rejection(SimpleNamespace(**{**good.__dict__, "plan": nan_plan}), limits, False) == "non-finite plan"
+    unrefined = SimpleNamespace(**{**good.__dict__, "cost": math.inf, "iterations": 0})
+    assert plan_rejection(unrefined, limits, warm=True) is None  # the shifted previous plan is a plan
+    assert plan_rejection(unrefined, limits, warm=False) == "no plan within the deadline"
+    all_nan = SimpleNamespace(**{**good.__dict__, "cost": math.inf, "iterations": 3})
+    assert plan_rejection(all_nan, limits, warm=True) == "non-finite plan cost"

@@ -12,7 +12,9 @@ import math
 from dataclasses import dataclass, fields
 from typing import Any
 
+from lewm_ros.control.assemble import ControllerSpec
 from lewm_ros.control.command import SAFE_ACTIONS
+from lewm_ros.control.rules import Limits
 from lewm_ros.data.frames import IMAGE_POLICIES
 from lewm_ros.planning.core import PLANNERS, PlannerConfig
 
@@ -182,6 +184,22 @@ class AgentSettings:
     @property
     def control_period(self) -> float:
         return 1.0 / self.control_rate_hz
+
+    def controller_spec(self) -> ControllerSpec:
+        """What lewm_ros.control.assemble builds from these settings."""
+        return ControllerSpec(
+            bundle=self.bundle, planner=self.planner_config(), device=self.device, precision=self.precision,
+            receding_horizon=self.receding_horizon, roadmap=self.roadmap, warmup=self.warmup,
+            torch_threads=self.torch_threads,
+        )  # fmt: skip
+
+    def limits(self) -> Limits:
+        """The thresholds of the stop rules (lewm_ros.control.rules)."""
+        return Limits(
+            frame_timeout_ms=self.frame_timeout_ms, invalid_frame_burst=self.invalid_frame_burst,
+            plan_overrun_ms=self.plan_overrun_ms, surprise_hold=self.surprise_action == "hold",
+            needs_measured_position=self.safe_action == "hold",
+        )  # fmt: skip
 
     def planner_config(self) -> PlannerConfig:
         return PlannerConfig(

@@ -53,6 +53,7 @@ from trajectory_msgs.msg import JointTrajectory
 
 from lewm_ros.control.command import CommandShaper, UnsafeCommandError
 from lewm_ros.control.log_limit import ReasonThrottle, reason_key
+from lewm_ros.control.rules import Conditions, plan_rejection, stop_reason
 from lewm_ros.control.settings import PARAMETERS, AgentSettings, Param, SettingsError, build_settings, check_value
 from lewm_ros.control.surprise import SurpriseMonitor, threshold_from_bundle
 from lewm_ros.data.frames import FrameSizeError, fit_frame
@@ -177,6 +178,7 @@ class LewmAgent(LifecycleNode):
         with self._lock:
             if self.settings is not None and updates:
                 self.settings = replace(self.settings, **updates)
+                self._limits = self.settings.limits()
                 self._update_surprise_threshold()
         return SetParametersResult(successful=True)
 
@@ -264,61 +266,32 @@ class LewmAgent(LifecycleNode):
         self._encoder_precision = "fp32"
         self._warnings: list[str] = []
         self._log_limit = ReasonThrottle(period_s=LOG_REPEAT_S)
+        self._limits = None  # lewm_ros.control.rules.Limits, from the settings at configure
         self._plan_samples = 0
 
     def _configure(self) -> None:
-        import torch
-
-        from lewm_ros.control.mpc import LatentMPC
-        from lewm_ros.model.bundle import load_bundle
-        from lewm_ros.model.precision import cast_encoder, resolve_device
-        from lewm_ros.model.shipped import find_bundle
-        from lewm_ros.planning.core import LatentPlanner
+        from lewm_ros.control.assemble import AssemblyError, assemble
 
         if self._declare_errors:
             raise SettingsError("; ".join(self._declare_errors.values()))
         settings = build_settings(self._parameter_values())
-        device = resolve_device(settings.device)
-        if settings.torch_threads > 0:
-            torch.set_num_threads(settings.torch_threads)  # process-wide: the agent owns its process on a robot
-        bundle_path = find_bundle(settings.bundle)
-        bundle = load_bundle(bundle_path, device=device)
+        try:
+            controller = assemble(settings.controller_spec(), log=self.get_logger().info)
+        except AssemblyError as err:
+            raise SettingsError(f"parameter {err}") from err
+        bundle = controller.bundle
         action_dim = bundle.config.action.action_dim
         if len(settings.joint_names) != action_dim:
             raise SettingsError(
                 f"joint_names has {len(settings.joint_names)} joints {list(settings.joint_names)}, the bundle "
-                f"{bundle_path} commands {action_dim}"
+                f"{controller.bundle_path} commands {action_dim}"
             )
         shaper = CommandShaper(action_dim, settings.action_scale, settings.max_command, settings.safe_action)
-        encoder, encoder_precision = cast_encoder(bundle.load_torchscript("encoder", device), device,
-                                                  settings.precision)  # fmt: skip
-        planner = LatentPlanner.from_bundle(bundle, settings.planner_config(), device)
-        roadmap = self._load_roadmap(settings.roadmap, bundle_path, bundle.config.latent_dim)
-        planner.set_roadmap(roadmap)
-        dim = bundle.config.latent_dim
-        probe = (torch.zeros(1, dim), None, torch.zeros(dim))
-        self._precision = planner.config.precision
-        if settings.precision == "auto":
-            self._precision, timings = planner.choose_precision(*probe)
-            planner = planner.with_config(precision=self._precision)
-            self.get_logger().info(f"precision auto -> {self._precision} (ms per scoring pass: {timings})")
-        if settings.warmup:
-            self.get_logger().info("measuring the planner on this machine (warm-up plans)")
-            planner.warmup(*probe)
-            # TorchScript's profiling executor optimises (and on CPU may fuse) during the first calls, which can
-            # take hundreds of ms each: pay that here, not in the first control ticks.
-            blank = torch.zeros(1, bundle.image_size, bundle.image_size, 3, dtype=torch.uint8, device=device)
-            with torch.inference_mode():
-                for _ in range(3):
-                    encoder(blank)
-        if roadmap is not None:
-            roadmap.off_map_goals = 0  # the warm-up's blank goal is not a goal anyone sent
-        if planner.config.adaptive_samples and planner.config.deadline_ms:
-            self.get_logger().info(f"planner sized to this machine: {planner.budget.describe()} for deadline_ms "
-                                   f"{planner.config.deadline_ms:g}; it keeps adapting on every plan")
-        for note in planner.notes:  # fallbacks this device forced (precision, compile): say so in the node's log
-            self._warn(f"planner: {note}")
-        self._encoder_precision = encoder_precision
+        for note in controller.notes:
+            self.get_logger().info(note)
+        for note in controller.fallbacks:  # what this device forced (precision, compile): also in diagnostics
+            self._warn(note)
+        self._precision, self._encoder_precision = controller.precision, controller.encoder_precision
         trained_dt = ((bundle.meta.get("training") or {}).get("data") or {}).get("control_dt")
         if isinstance(trained_dt, (int, float)) and abs(trained_dt * settings.control_rate_hz - 1.0) > 0.01:
             self._warn(
@@ -326,26 +299,15 @@ class LewmAgent(LifecycleNode):
                 f"{1.0 / trained_dt:g} Hz: the model's predictions assume the training rate"
             )
         with self._lock:
-            self.settings, self.bundle, self.bundle_path, self.device = settings, bundle, bundle_path, device
+            self.settings, self.bundle = settings, bundle
+            self.bundle_path, self.device = controller.bundle_path, controller.device
             self.shaper = shaper
-            self.mpc = LatentMPC(encoder, bundle.model, planner, settings.receding_horizon, device)
+            self.mpc = controller.mpc
+            self._limits = settings.limits()
             self._update_surprise_threshold()
         if settings.goal_image_path:
             self._pending_goal = self._read_goal_file(settings.goal_image_path)
         self._create_entities(settings)
-
-    def _load_roadmap(self, setting: str, bundle_path: Path, latent_dim: int) -> Any:
-        from lewm_ros.planning.roadmap import ROADMAP_FILE, Roadmap, weights_fingerprint
-
-        if not setting:
-            return None
-        path = bundle_path / ROADMAP_FILE if setting == "bundle" else Path(setting).expanduser()
-        try:
-            roadmap = Roadmap.load(path, latent_dim, weights_fingerprint(bundle_path))
-        except ValueError as err:  # RoadmapError: missing, corrupt, or built for other weights
-            raise SettingsError(f"parameter roadmap: {err}") from err
-        self.get_logger().info(f"roadmap {path}: {roadmap.describe()}")
-        return roadmap
 
     def _update_surprise_threshold(self) -> None:
         s = self.settings
@@ -519,23 +481,13 @@ class LewmAgent(LifecycleNode):
     # ---- control ---------------------------------------------------------------------------------------------
 
     def _stop_reason(self, now: float) -> str | None:
-        s, stats = self.settings, self.stats
-        if not self._enabled:
-            return "disabled"
-        if self.surprise.alarm and s.surprise_action == "hold":
-            return "surprise alarm (hold until re-enabled)"
-        if self.mpc.goal is None:
-            return "no goal image"
         frame = self._frame
-        if frame is None:
-            return "no camera frame yet"
-        if 1000 * (now - frame.received) > s.frame_timeout_ms:
-            return "camera timeout"
-        if stats.invalid_in_row >= s.invalid_frame_burst:
-            return "burst of invalid frames"
-        if s.safe_action == "hold" and self._measured is None:
-            return "no joint_states (needed for position/trajectory commands)"
-        return None
+        conditions = Conditions(
+            enabled=self._enabled, surprise_alarm=self.surprise.alarm, has_goal=self.mpc.goal is not None,
+            frame_age_ms=None if frame is None else 1000 * (now - frame.received),
+            invalid_in_row=self.stats.invalid_in_row, has_measured_position=self._measured is not None,
+        )  # fmt: skip
+        return stop_reason(conditions, self._limits)
 
     def _tick(self) -> None:
         with self._lock:
@@ -634,13 +586,10 @@ class LewmAgent(LifecycleNode):
                 stats.last_cost = result.cost
                 self._plan_samples = result.samples
                 self.cost_pub.publish(Float32(data=float(result.cost)))
-                if result.time_ms > s.plan_overrun_ms:
-                    stats.overruns += 1
-                    return f"plan overrun ({result.time_ms:.0f} ms > {s.plan_overrun_ms:g} ms)"
-                if not np.all(np.isfinite(result.plan)):
-                    return "non-finite plan"
-                if not math.isfinite(result.cost) and not (result.iterations == 0 and warm):
-                    return "no plan within the deadline" if result.iterations == 0 else "non-finite plan cost"
+                rejection = plan_rejection(result, self._limits, warm)
+                if rejection is not None:
+                    stats.overruns += int(reason_key(rejection) == "plan overrun")
+                    return rejection
                 self._latency_from = frame.received
                 self.source_pub.publish(frame.header)  # which camera frame this plan saw: latency from a bag
         velocity = self.shaper.velocity(mpc.next_action())

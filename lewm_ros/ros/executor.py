@@ -17,6 +17,7 @@ import concurrent.futures
 from collections.abc import Callable
 from typing import Any
 
+from rclpy._rclpy_pybind11 import RCLError
 from rclpy.executors import (
     ConditionReachedException,
     ExternalShutdownException,
@@ -42,6 +43,10 @@ class ResponsiveExecutor(MultiThreadedExecutor):
             task, _entity, _node = self.wait_for_ready_callbacks(timeout_sec, None, wait_condition)
         except (ExternalShutdownException, ShutdownException, TimeoutException, ConditionReachedException):
             return
+        except RCLError:
+            if not self._context.ok():
+                return  # the context was shut down between spin()'s check and the wait: a shutdown, not a fault
+            raise
         pending = self._in_pool.get(task)
         if pending is not None and not pending.done():
             self.duplicate_yields += 1
