@@ -16,7 +16,7 @@ from lewm_ros.control.assemble import ControllerSpec
 from lewm_ros.control.command import SAFE_ACTIONS
 from lewm_ros.control.rules import Limits
 from lewm_ros.data.frames import IMAGE_POLICIES
-from lewm_ros.planning.core import PLANNERS, PlannerConfig
+from lewm_ros.planning.core import PLANNERS, PlannerConfig, PlanningError
 
 COMMAND_TYPES = ("float64_multi_array", "joint_trajectory")
 COMMAND_INTERFACES = ("velocity", "effort", "position")
@@ -83,6 +83,9 @@ PARAMETERS: tuple[Param, ...] = (
           "file path. Built for the bundle's weights (checked)"),
     Param("deadline_ms", 30.0, float, "planning time budget; the best plan so far is used when it runs out "
           "(0: none)", low=0.0, high=60000.0),
+    Param("graph", False, bool, "planner cem only: the sync-free device search (one CUDA graph per chunk of "
+          "iterations on a GPU, captured at configure; eager on the CPU). Its sample count is fixed "
+          "(adaptive_samples does not apply); with a roadmap the generic planning loop runs instead"),
     Param("adaptive_samples", True, bool, "size each plan's samples (between 2 x elites and samples) to the time "
           "per candidate measured at configure and on every plan, so the warm iterations fit deadline_ms on this "
           "machine under its current load; false: always `samples` (not for planner grad)"),
@@ -161,6 +164,7 @@ class AgentSettings:
     cost_weighting: str
     roadmap: str
     deadline_ms: float
+    graph: bool
     adaptive_samples: bool
     plan_overrun_ms: float
     seed: int
@@ -206,7 +210,8 @@ class AgentSettings:
             planner=self.planner, samples=self.samples, iterations=self.iterations,
             warm_iterations=self.warm_iterations or None, elites=min(self.elites, self.samples), horizon=self.horizon,
             warm_start=self.warm_start, deadline_ms=self.deadline_ms or None,
-            adaptive_samples=self.adaptive_samples and self.planner != "grad",
+            adaptive_samples=self.adaptive_samples and self.planner != "grad" and not self.graph,
+            graph=self.graph,
             precision="fp32" if self.precision == "auto" else self.precision, seed=self.seed,
             compile=self.compile or None,
             cost_weights=(1.0,) * self.horizon if self.cost_weighting == "uniform" else None,
@@ -281,7 +286,10 @@ def build_settings(values: dict[str, Any]) -> AgentSettings:
             f"parameter plan_overrun_ms ({settings.plan_overrun_ms:g}) must exceed deadline_ms "
             f"({settings.deadline_ms:g})"
         )
-    settings.planner_config().check()
+    try:
+        settings.planner_config().check()
+    except PlanningError as err:
+        raise SettingsError(f"planner parameters: {err}") from err
     return settings
 
 
