@@ -421,29 +421,30 @@ def check_encoder(context: Context) -> list[Check]:
 def check_plan(context: Context) -> Check:
     import torch
 
-    from lewm_ros.planning.core import LatentPlanner
+    from lewm_ros.control.assemble import assemble
 
     if context.bundle is None or context.encoder is None:
         return Check("plan latency", SKIP, "needs a loaded bundle and a working encoder")
     s, device, bundle = context.settings, context.device, context.bundle
-    config = replace(s.planner_config(), deadline_ms=None)  # full plans: the deadline is judged afterwards
+    # The controller the agent would build (same assembly, warm-up included), planning full searches: the
+    # deadline and the sample budget are judged afterwards from the measured iteration time.
+    spec = replace(s.controller_spec(), planner=replace(s.planner_config(), deadline_ms=None), roadmap="",
+                   device=str(device))  # fmt: skip
     threads = torch.get_num_threads()
-    if s.torch_threads > 0:
-        torch.set_num_threads(s.torch_threads)
     try:
         import warnings
 
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # fallbacks are reported in the line below, from planner.notes
-            planner = LatentPlanner.from_bundle(bundle, config, device)
-        size, dim, history = bundle.image_size, bundle.config.latent_dim, bundle.config.predictor.history
+            planner = assemble(spec).planner
+        history = bundle.config.predictor.history
+        size = bundle.image_size
         generator = torch.Generator().manual_seed(1)
         frames = torch.randint(0, 256, (history + 1, size, size, 3), dtype=torch.uint8, generator=generator)
         with torch.inference_mode():
             latents = context.encoder(frames.to(device)).float()
         context_latents, goal = latents[:history].clone(), latents[history].clone()
         past = torch.zeros(history - 1, bundle.config.action.frameskip, bundle.config.action.action_dim)
-        planner.warmup(torch.zeros(1, dim), None, torch.zeros(dim))
         warm, per_iteration = [], []
         for i in range(context.args.plans + 1):
             _sync(device)
@@ -480,9 +481,29 @@ def _judge_plan(context: Context, planner: Any, warm: list[float], per_iteration
     typical = min(p50, deadline + iteration_p50) if deadline else p50
     worst = min(p95, deadline + iteration_p95) if deadline else p95
     smaller = "fewer samples or iterations, fp16 on the GPU, compile reduce-overhead (CUDA graphs)"
-    if deadline and iteration_p50 > deadline:
+    adaptive = deadline and s.adaptive_samples and not s.graph and s.planner != "grad"
+    if adaptive:
+        from lewm_ros.planning.core import MIN_ADAPTIVE_SAMPLES
+
+        # The agent sizes its samples to this machine (planning/budget.py): judge the plans it will really make.
+        per_candidate = iteration_p50 / max(s.samples, 1)
+        warm_iterations = s.warm_iterations or s.iterations
+        floor = min(s.samples, max(2 * s.elites, MIN_ADAPTIVE_SAMPLES))
+        chosen = max(floor, min(s.samples, int(deadline / warm_iterations / max(per_candidate, 1e-9))))
+        iteration_p50, iteration_p95 = per_candidate * chosen, iteration_p95 / max(s.samples, 1) * chosen
+        detail += f"; adaptive_samples: ~{chosen} of {s.samples} samples here"
+        p50, p95 = max(min(p50, deadline), iteration_p50), max(min(p95, deadline), iteration_p95)
+        if encode + iteration_p50 > s.plan_overrun_ms:
+            return Check("plan latency", FAIL, f"{detail}: even {chosen} samples take {iteration_p50:.0f} ms per "
+                         f"iteration: encode + one iteration exceed plan_overrun_ms {s.plan_overrun_ms:g}, so "
+                         "every plan would be discarded", f"{smaller}, or fewer elites (the floor is 2 x elites)")
+        if iteration_p50 > deadline:
+            return Check("plan latency", WARN, f"{detail}: even {chosen} samples take {iteration_p50:.0f} ms per "
+                         f"iteration, over deadline_ms {deadline:g}: every plan runs one short iteration",
+                         f"{smaller}, or a larger deadline_ms")  # fmt: skip
+    elif deadline and iteration_p50 > deadline:
         return Check("plan latency", FAIL, f"{detail}: not one iteration fits deadline_ms {deadline:g}, so plans "
-                     "are mostly the warm-start mean", f"{smaller}, or a larger deadline_ms")  # fmt: skip
+                     "are mostly the warm-start mean", f"{smaller}, adaptive_samples, or a larger deadline_ms")
     if encode + typical > s.plan_overrun_ms:
         return Check("plan latency", FAIL, f"{detail}: encode + plan {encode + typical:.0f} ms > plan_overrun_ms "
                      f"{s.plan_overrun_ms:g}: the agent would discard plans and send the safe command",

@@ -188,11 +188,13 @@ class FakePlanner:
         self.config = argparse.Namespace(precision="fp32")
 
 
-def judged(deadline: float, plans: list[float], iteration: float, encode: float = 1.0, notes=()) -> Check:
+def judged(deadline: float, plans: list[float], iteration: float, encode: float = 1.0, notes=(),
+           adaptive: bool = False) -> Check:  # fmt: skip
     from lewm_ros.control.settings import build_settings
 
     context = Context(argparse.Namespace())
-    context.settings = build_settings({"joint_names": ["a"], "deadline_ms": deadline, "plan_overrun_ms": 100.0})
+    context.settings = build_settings({"joint_names": ["a"], "deadline_ms": deadline, "plan_overrun_ms": 100.0,
+                                       "adaptive_samples": adaptive})  # fmt: skip
     context.encode_ms = encode
     return doctor._judge_plan(context, FakePlanner(list(notes)), plans, [iteration] * len(plans), 3)
 
@@ -206,3 +208,13 @@ def test_plan_judgement_against_the_agents_limits():
     assert judged(30.0, [12.0] * 5, 4.0).status == PASS
     fallback = judged(30.0, [12.0] * 5, 4.0, notes=["precision fp16 is emulated on the CPU"])
     assert fallback.status == WARN and "fallback" in fallback.detail
+
+
+def test_plan_judgement_with_adaptive_samples_judges_the_plans_the_agent_will_make():
+    # defaults: MPPI 100 samples, 3 warm iterations, elites 10 -> floor 20 samples
+    sized = judged(30.0, [40.0] * 5, 35.0, adaptive=True)  # 0.35 ms per candidate: 10 ms per iteration -> 28
+    assert sized.status == PASS and "~28 of 100 samples" in sized.detail
+    slow = judged(30.0, [400.0] * 5, 200.0, adaptive=True)  # 2 ms per candidate: even 20 samples take 40 ms
+    assert slow.status == WARN and "even 20 samples take 40 ms" in slow.detail  # degraded, not locked: no FAIL
+    hopeless = judged(30.0, [4000.0] * 5, 1000.0, adaptive=True)  # 10 ms per candidate: 200 ms > plan_overrun_ms
+    assert hopeless.status == FAIL and "even 20 samples take 200 ms" in hopeless.detail  # every plan overruns
