@@ -36,7 +36,10 @@ from std_msgs.msg import Float64MultiArray, String
 from std_srvs.srv import SetBool
 
 from lewm_ros.cli import main as lewm_ros_main
-from lewm_ros.data.bags import BagWriter, MessageTypes, TopicSpec, check_bag, prepare_output
+from lewm_ros.data.bag_metadata import TopicSpec
+from lewm_ros.data.bag_recovery import check_bag
+from lewm_ros.data.bag_writer import BagWriter, prepare_output
+from lewm_ros.data.message_types import MessageTypes
 from lewm_ros.ros.bag_recorder import BagRecorder
 from lewm_ros.ros.bag_recorder import main as recorder_main
 

@@ -271,7 +271,7 @@ def test_simulator_zeroes_its_actuators_and_exits_on_sigterm(ros_context):
 
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
 def test_recorder_closes_a_readable_bag_on_a_signal(ros_context, tmp_path, sig):
-    from lewm_ros.data.bags import check_bag
+    from lewm_ros.data.bag_recovery import check_bag
 
     bag = tmp_path / "stopped"
     process = Process([sys.executable, "-m", "lewm_ros.ros.bag_recorder", "-o", str(bag),

@@ -29,7 +29,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def run_bag_check(args: argparse.Namespace) -> int:
     """Check (and unless --dry-run recover) one bag; exit 0 intact, 1 something lost, 2 not a bag."""
-    from lewm_ros.data.bags import BagError, check_bag
+    from lewm_ros.data.bag_errors import BagError
+    from lewm_ros.data.bag_recovery import check_bag
 
     try:
         report = check_bag(args.bag, repair=not args.dry_run)

@@ -19,7 +19,7 @@ reached; metadata.yaml (version 8, readable by Humble's `ros2 bag`) lists them a
 
 Episodes: calling `~/mark_episode` (std_srvs/SetBool; true = start, false = stop) writes "start N" /
 "stop N" (std_msgs/String) on `~/episode` into the bag, publishes it there, and lists the episodes in
-metadata.yaml's custom_data (see lewm_ros/data/bags.py).
+metadata.yaml's custom_data (see lewm_ros/data/bag_metadata.py).
 
 rclpy is imported inside functions: this module is imported by `lewm-ros --help`.
 """
@@ -119,7 +119,7 @@ def record(args: argparse.Namespace, ros_args: Sequence[str]) -> int | str:
     from rclpy.parameter import Parameter
     from rclpy.signals import SignalHandlerOptions
 
-    from lewm_ros.data.bags import BagError
+    from lewm_ros.data.bag_errors import BagError
     from lewm_ros.ros.stop_signals import StopRequested, StopSignals
 
     context = Context()
@@ -180,7 +180,8 @@ def main(args: Sequence[str] | None = None) -> int:
 
 def message_class(msgtype: str) -> type:
     """The Python class of a ROS message type name, for the subscription's type support."""
-    from lewm_ros.data.bags import BagError, normalize_type
+    from lewm_ros.data.bag_errors import BagError
+    from lewm_ros.data.message_types import normalize_type
 
     try:
         package, _, name = normalize_type(msgtype).split("/")
@@ -200,7 +201,7 @@ def _offered_qos(profile: Any) -> Any:
     """A publisher's rclpy QoS profile as the rosbags Qos record metadata.yaml lists."""
     from rclpy.qos import DurabilityPolicy, HistoryPolicy, ReliabilityPolicy
 
-    from lewm_ros.data.bags import make_qos
+    from lewm_ros.data.bag_metadata import make_qos
 
     return make_qos(
         reliable=profile.reliability == ReliabilityPolicy.RELIABLE,
@@ -254,7 +255,10 @@ class BagRecorder:
             raise
 
     def _setup(self, String: type, SetBool: type, group_class: type) -> None:  # noqa: N803 - message classes
-        from lewm_ros.data.bags import BagError, MessageTypes, ThreadedBagWriter, prepare_output
+        from lewm_ros.data.bag_errors import BagError
+        from lewm_ros.data.bag_writer import prepare_output
+        from lewm_ros.data.message_types import MessageTypes
+        from lewm_ros.data.threaded_bag_writer import ThreadedBagWriter
 
         self._declare_parameters()
         settings = self._settings()
@@ -358,7 +362,8 @@ class BagRecorder:
 
     def _resolve(self, topic: str, msgtype: str) -> tuple[str, type]:
         """(normalized type, Python class), checking that the bag can describe it; RecorderError if not."""
-        from lewm_ros.data.bags import BagError, normalize_type
+        from lewm_ros.data.bag_errors import BagError
+        from lewm_ros.data.message_types import normalize_type
 
         try:
             msgtype = normalize_type(msgtype)
@@ -391,7 +396,7 @@ class BagRecorder:
     def _subscribe(self, topic: str, msgtype: str, cls: type) -> None:
         from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
 
-        from lewm_ros.data.bags import TopicSpec
+        from lewm_ros.data.bag_metadata import TopicSpec
 
         publishers = self.node.get_publishers_info_by_topic(topic)
         msgdef, rihs01 = self._types.definition(msgtype)
