@@ -8,8 +8,8 @@ camera frames, joint states and `/clock` out, and a command watchdog on the stea
 clock that stops the arm when commands stop (the ROS clock would freeze with the sim under
 `use_sim_time`, which is exactly when a watchdog must still fire).
 
-`mujoco` is imported inside functions, after lewm_ros.envs.reach_env: that module picks the offscreen
-GL backend on a headless machine, which only works before mujoco is first imported.
+The node is ROS wiring only: task draws and the collision check come from lewm_ros.envs (the same ones
+ReachEnv uses), the JointTrajectory conversion from lewm_ros.control.trajectory.
 
 Threading: one physics thread owns the ReachEnv from creation to close. MuJoCo's offscreen GL context
 belongs to the thread that made it, and a single owner needs no lock around the simulation. Services
@@ -46,9 +46,13 @@ from rosgraph_msgs.msg import Clock
 from sensor_msgs.msg import CameraInfo, Image, JointState
 from std_msgs.msg import Bool, Float64, Float64MultiArray
 from std_srvs.srv import Trigger
-from trajectory_msgs.msg import JointTrajectory, JointTrajectoryPoint
+from trajectory_msgs.msg import JointTrajectory
 
+from lewm_ros.control.trajectory import TrajectoryError, joint_order, point_effort, point_velocity
+from lewm_ros.envs.mujoco_setup import mujoco
 from lewm_ros.envs.reach_env import ReachConfig, ReachEnv, StepResult
+from lewm_ros.envs.reachable_goals import reachable_goal
+from lewm_ros.envs.task_sampling import far_configuration
 from lewm_ros.ros.executor import ResponsiveExecutor
 from lewm_ros.ros.image_codec import rgb_to_image
 
@@ -62,8 +66,6 @@ JOINT_STATES_TOPIC = "/joint_states"
 CLOCK_TOPIC = "/clock"
 STARTUP_TIMEOUT_S = 60.0  # scene loading and GL context creation
 SERVICE_TIMEOUT_S = 10.0
-TELEPORT_CANDIDATES = 64
-_PENETRATION_TOLERANCE = 1e-3  # metres, as ReachEnv tolerates when it samples configurations
 _LOG_THROTTLE_S = 2.0
 
 # The goal image is latched: an agent that starts after the last reset still gets it.
@@ -131,8 +133,6 @@ def camera_info_for(env: ReachEnv, frame_id: str = CAMERA_FRAME) -> CameraInfo:
     The principal point is the image centre in ROS/OpenCV pixel-centre coordinates, (W-1)/2, (H-1)/2,
     because MuJoCo renders a symmetric frustum. Rendering is distortion-free (plumb_bob, all zeros).
     """
-    import mujoco
-
     model = env.model
     camera_id = mujoco.mj_name2id(model, mujoco.mjtObj.mjOBJ_CAMERA, env.camera_name)
     if camera_id < 0:  # unnamed cameras are reported as "#<id>"
@@ -289,8 +289,6 @@ class MujocoSim(Node):
             raise SimConfigError(f"cannot start scene {self.scene!r}: {error}") from error
 
     def _open_env(self) -> ReachEnv:
-        import mujoco
-
         config = ReachConfig(
             camera=self.camera,
             image_size=self.image_size,
@@ -418,7 +416,7 @@ class MujocoSim(Node):
         """New start and goal; the env's generator, seeded once at startup, makes the sequence reproducible."""
         result = env.reset(seed)
         if self.goal_steps > 0:
-            result = self._reachable_goal(env, result)
+            result = reachable_goal(env, result, self.goal_steps, self._goal_rng)
         self.episode += 1
         with self._lock:
             self._command = None  # an old command must not push the arm away from the new start
@@ -433,60 +431,18 @@ class MujocoSim(Node):
         )
         return message
 
-    def _reachable_goal(self, env: ReachEnv, start: StepResult) -> StepResult:
-        """Replace the drawn goal by where the exploration policy gets in `goal_steps` steps from the start:
-        goals at a known, reachable distance, like the paper's held-out pairs. Falls back to the drawn goal
-        when every try ends within the success tolerance of the start."""
-        from lewm_ros.envs.policies import make_policy
-
-        start_qpos = start.observation.qpos.copy()
-        policy = make_policy("mixed", *env.joint_limits)
-        for _ in range(10):
-            policy.reset(self._goal_rng)
-            qpos = start_qpos
-            for _ in range(self.goal_steps):
-                qpos = env.step(policy.act(qpos)).observation.qpos
-            if np.max(np.abs(qpos - start_qpos)) > env.config.success_tolerance:
-                return env.reset(start_qpos=start_qpos, goal_qpos=qpos)
-            env.set_state(start_qpos)
-        return env.reset(start_qpos=start_qpos, goal_qpos=start.observation.qpos + start.joint_error)
-
     def _teleport(self, env: ReachEnv) -> str:
         """Jump to a random configuration far from the current one (velocities zero, goal kept)."""
         before = env.qpos
-        target = self._far_configuration(env, before)
+        target = far_configuration(
+            self._teleport_rng, self._joint_lower, self._joint_upper, before,
+            lambda configuration: env.collisions.penetrations(configuration, base_qpos=env.data.qpos),
+        )
         result = env.set_state(target)
         self.teleports += 1
         self._next_camera_ns = self.sim_time_ns
         self._publish_step(result)
         return f"teleported from {np.round(before, 3).tolist()} to {np.round(target, 3).tolist()}"
-
-    def _far_configuration(self, env: ReachEnv, current: np.ndarray) -> np.ndarray:
-        """The farthest of a batch of random in-limit configurations that penetrates nothing new."""
-        import mujoco
-
-        span = self._joint_upper - self._joint_lower
-        low, high = self._joint_lower + 0.05 * span, self._joint_upper - 0.05 * span
-        candidates = self._teleport_rng.uniform(low, high, size=(TELEPORT_CANDIDATES, len(span)))
-        distance = np.max(np.abs(candidates - current) / span, axis=1)
-        scratch = mujoco.MjData(env.model)
-        addresses = np.array([
-            env.model.jnt_qposadr[mujoco.mj_name2id(env.model, mujoco.mjtObj.mjOBJ_JOINT, name)]
-            for name in self.scene_joint_names
-        ])
-
-        def penetrations(configuration: np.ndarray) -> int:
-            scratch.qpos[:] = env.data.qpos
-            scratch.qpos[addresses] = configuration
-            mujoco.mj_kinematics(env.model, scratch)
-            mujoco.mj_collision(env.model, scratch)
-            return sum(1 for c in scratch.contact[: scratch.ncon] if c.dist < -_PENETRATION_TOLERANCE)
-
-        allowed = penetrations(current)
-        for index in np.argsort(-distance):
-            if penetrations(candidates[index]) <= allowed:
-                return candidates[index]
-        raise RuntimeError(f"none of {TELEPORT_CANDIDATES} random configurations is free of collisions")
 
     # ----------------------------------------------------------------- publishing (physics thread)
 
@@ -530,7 +486,7 @@ class MujocoSim(Node):
             if not np.all(np.isfinite(velocity)):
                 what = "efforts" if self._effort.all() else "commands" if self._effort.any() else "velocities"
                 raise CommandError(f"{what} contain NaN or inf: {velocity.tolist()}")
-        except CommandError as error:
+        except (CommandError, TrajectoryError) as error:
             with self._lock:
                 self.rejected_commands += 1
                 self.last_rejection = str(error)
@@ -566,60 +522,21 @@ class MujocoSim(Node):
         return velocity
 
     def _velocity_from_trajectory(self, msg: JointTrajectory) -> tuple[np.ndarray, float | None]:
-        """Joint velocities (scene order) of the first point, and for how many simulated seconds they act.
-
-        Like joint_trajectory_controller, which stops at a point's positions when no newer trajectory
-        follows, a point with a time_from_start acts for that long and no longer; a velocity-only point
-        without one lasts until replaced (or the watchdog).
-        """
-        names = list(msg.joint_names)
-        unknown = [name for name in names if name not in self._env_index]
-        if unknown:
-            raise CommandError(f"JointTrajectory names unknown joints {unknown}; joints: {list(self.joint_names)}")
-        if len(set(names)) != len(names) or len(names) != len(self._env_index):
-            raise CommandError(
-                f"JointTrajectory joint_names {names} must name each of {list(self.joint_names)} exactly once"
-            )
+        """Per-joint commands (scene order) of the first point, and for how many simulated seconds they act."""
+        order = self._command_to_env[joint_order(msg.joint_names, self.joint_names)]
         if not msg.points:
             raise CommandError("JointTrajectory has no points")
         point = msg.points[0]
-        order = np.array([self._env_index[name] for name in names])
         horizon = point.time_from_start.sec + point.time_from_start.nanosec * 1e-9
         if self._effort.any():
-            return self._efforts_from_point(point, order, horizon)
-        velocity = np.empty(len(names))
-        if len(point.velocities) > 0:
-            if len(point.velocities) != len(names):
-                raise CommandError(f"first point has {len(point.velocities)} velocities for {len(names)} joints")
-            velocity[order] = np.asarray(point.velocities, dtype=np.float64)
-            return velocity, (horizon if horizon > 0 else None)
-        if len(point.positions) != len(names):
-            raise CommandError(
-                f"first point has {len(point.positions)} positions and no velocities for {len(names)} joints"
-            )
-        target = np.empty(len(names))
-        target[order] = np.asarray(point.positions, dtype=np.float64)
-        duration = max(horizon, self._env_control_dt)
-        return (target - self._qpos) / duration, duration
-
-    def _efforts_from_point(self, point: JointTrajectoryPoint, order: np.ndarray, horizon: float) -> tuple[
-            np.ndarray, float | None]:
-        """A torque scene takes the first point's `effort` (N m); its servo joints, if any, its velocities."""
-        count = len(order)
-        command = np.zeros(count)
-        if len(point.effort) != count:
-            raise CommandError(
-                f"first point has {len(point.effort)} efforts for {count} joints; scene joints "
-                f"{[n for n, e in zip(self.scene_joint_names, self._effort, strict=True) if e]} take torques (N m)"
-            )
-        command[order] = np.asarray(point.effort, dtype=np.float64)
-        if not self._effort.all():
-            if len(point.velocities) != count:
-                raise CommandError(f"first point needs {count} velocities for the scene's servo joints")
-            velocity = np.empty(count)
-            velocity[order] = np.asarray(point.velocities, dtype=np.float64)
-            command = np.where(self._effort, command, velocity)
-        return command, (horizon if horizon > 0 else None)
+            return point_effort(
+                order, efforts=point.effort, velocities=point.velocities, time_from_start_s=horizon,
+                effort_joints=self._effort, joints=self.scene_joint_names,
+            )  # fmt: skip
+        return point_velocity(
+            order, positions=point.positions, velocities=point.velocities, time_from_start_s=horizon,
+            current=self._qpos, min_duration_s=self._env_control_dt,
+        )  # fmt: skip
 
     # ----------------------------------------------------------------- services (executor threads)
 
