@@ -237,3 +237,55 @@ def test_plan_acceptance_without_ros():
     assert plan_rejection(unrefined, limits, warm=False) == "no plan within the deadline"
     all_nan = SimpleNamespace(**{**good.__dict__, "cost": math.inf, "iterations": 3})
     assert plan_rejection(all_nan, limits, warm=True) == "non-finite plan cost"
+
+
+def test_control_loop_ticks_plans_commands_and_stops_without_ros():
+    """The loop the agent ticks and eval steps: a plan at each block start, a clamped command every tick, what
+    was sent recorded, surprise scored only for on-time blocks, a rejected plan a stop reason."""
+    from lewm_ros.control.loop import ControlLoop
+    from lewm_ros.control.rules import Limits
+
+    mpc, model = tiny_mpc(receding=1)
+    size, fs = model.cfg.encoder.image_size, mpc.frameskip
+    rng = np.random.default_rng(3)
+    frames = [rng.integers(0, 255, (size, size, 3), dtype=np.uint8) for _ in range(4)]
+    surprise = SurpriseMonitor(threshold=1e9)
+    loop = ControlLoop(mpc, CommandShaper(2, 1.0, 0.05), Limits(plan_overrun_ms=1e6), surprise)
+    loop.set_goal(frames[-1])
+    with pytest.raises(ValueError, match="frame is needed"):
+        loop.step(None)
+    ticks = []
+    for block in range(3):
+        for step in range(fs):
+            ticks.append(loop.step(frames[block] if step == 0 else None, timed=block != 1))
+    assert all(t.stop is None and np.all(np.abs(t.velocity) <= 0.05) for t in ticks)  # clamped to max_command
+    assert sum(t.plan is not None for t in ticks) == 3  # receding horizon 1: a plan per block
+    np.testing.assert_allclose(mpc.blocks[-1], np.stack([t.velocity for t in ticks[fs : 2 * fs]]), atol=1e-7)
+    scored = [t.surprise_scored for t in ticks if t.surprise is not None]
+    assert scored == [False, True]  # at block 1's start the block that ended was late: measured, not scored
+    assert surprise.alarms == 0
+
+    loop.limits = Limits(plan_overrun_ms=0.0)  # every plan is now too slow
+    tick = loop.step(frames[3])
+    assert tick.plan is not None and tick.velocity is None and tick.stop.startswith("plan overrun")
+    loop.stop(tick.stop)
+    assert mpc.planner.warm and mpc.latents == []  # history gone, warm start kept for the next plan
+    loop.stop("camera timeout")
+    assert not mpc.planner.warm
+
+
+def test_control_loop_holds_on_a_surprise_alarm_when_told_to():
+    from lewm_ros.control.loop import ControlLoop
+    from lewm_ros.control.rules import Limits
+
+    mpc, model = tiny_mpc(receding=1)
+    size, fs = model.cfg.encoder.image_size, mpc.frameskip
+    rng = np.random.default_rng(4)
+    frames = [rng.integers(0, 255, (size, size, 3), dtype=np.uint8) for _ in range(3)]
+    loop = ControlLoop(mpc, CommandShaper(2, 1.0, 1.0), Limits(surprise_hold=True),
+                       SurpriseMonitor(threshold=0.0, patience=1))  # fmt: skip
+    loop.set_goal(frames[-1])
+    for step in range(fs):
+        assert loop.step(frames[0] if step == 0 else None).stop is None
+    tick = loop.step(frames[1])  # any surprise exceeds a zero threshold
+    assert tick.alarm_raised and tick.stop == "surprise alarm (hold until re-enabled)" and tick.velocity is None

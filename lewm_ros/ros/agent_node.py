@@ -53,7 +53,8 @@ from trajectory_msgs.msg import JointTrajectory
 
 from lewm_ros.control.command import CommandShaper, UnsafeCommandError
 from lewm_ros.control.log_limit import ReasonThrottle, reason_key
-from lewm_ros.control.rules import Conditions, plan_rejection, stop_reason
+from lewm_ros.control.loop import ControlLoop
+from lewm_ros.control.rules import Conditions, stop_reason
 from lewm_ros.control.settings import PARAMETERS, AgentSettings, Param, SettingsError, build_settings, check_value
 from lewm_ros.control.surprise import SurpriseMonitor, threshold_from_bundle
 from lewm_ros.data.frames import FrameSizeError, fit_frame
@@ -65,7 +66,6 @@ NODE_NAME = "lewm_agent"
 GOAL_QOS = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.TRANSIENT_LOCAL)
 STATE_QOS = QoSProfile(depth=10)
 LOG_REPEAT_S = 5.0  # a stop reason or resume is logged at most this often, with a count of the ones held back
-TIMING_STOPS = ("plan overrun", "no plan within the deadline")  # stops for time: the warm start survives them
 EXIT_ACK_S = 0.5  # at exit, how long to wait for subscribers to acknowledge the safe command
 _TYPES = {bool: Parameter.Type.BOOL, int: Parameter.Type.INTEGER, float: Parameter.Type.DOUBLE,
           str: Parameter.Type.STRING}  # fmt: skip
@@ -179,6 +179,8 @@ class LewmAgent(LifecycleNode):
             if self.settings is not None and updates:
                 self.settings = replace(self.settings, **updates)
                 self._limits = self.settings.limits()
+                if self.loop is not None:
+                    self.loop.limits, self.loop.warm_start = self._limits, self.settings.warm_start
                 self._update_surprise_threshold()
         return SetParametersResult(successful=True)
 
@@ -250,6 +252,7 @@ class LewmAgent(LifecycleNode):
         self.bundle_path: Path | None = None
         self.device = None
         self.mpc = None
+        self.loop: ControlLoop | None = None
         self.shaper: CommandShaper | None = None
         self.surprise = SurpriseMonitor(None)
         self.command_pub = None
@@ -303,6 +306,7 @@ class LewmAgent(LifecycleNode):
             self.bundle_path, self.device = controller.bundle_path, controller.device
             self.shaper = shaper
             self.mpc = controller.mpc
+            self.loop = ControlLoop(controller.mpc, shaper, settings.limits(), self.surprise, settings.warm_start)
             self._limits = settings.limits()
             self._update_surprise_threshold()
         if settings.goal_image_path:
@@ -556,46 +560,41 @@ class LewmAgent(LifecycleNode):
             self.stats.goals += 1
 
     def _control_step(self) -> str | None:
-        """One tick of closed-loop control; returns a stop reason instead of commanding when unsafe."""
-        mpc, s, stats = self.mpc, self.settings, self.stats
-        if mpc.at_block_start:
-            frame, synchronised = self._synchronised_frame()
-            observation = mpc.observe(frame.pixels)
-            # The surprise compares this frame with what the model predicted from the actions it was told ran.
-            # When a tick was late (the arm ran an old command longer) or the frame is not the block's own, the
-            # comparison measures our timing, not the world: it is counted (surprise_skipped), not scored.
-            timed, self._block_timed = self._block_timed and synchronised, True
-            if observation.surprise is not None and not timed:
-                stats.surprise_skipped += 1
-            elif observation.surprise is not None:
-                if self.surprise.update(observation.surprise):
-                    self.get_logger().warning(
-                        f"surprise alarm: {observation.surprise:.3g} > {self.surprise.threshold:.3g} for "
-                        f"{self.surprise.patience} block(s): the world is not behaving as the model expects"
-                    )
-                if self.surprise.alarm and s.surprise_action == "hold":
-                    return "surprise alarm (hold until re-enabled)"
-            if mpc.needs_plan:
-                # Zero iterations within the deadline still leaves a usable plan when warm: the previous plan,
-                # shifted by the blocks executed since (the planner's warm-start mean).
-                warm = mpc.planner.warm and s.warm_start
-                result = mpc.plan()
-                stats.plans += 1
-                stats.partial_plans += int(result.partial)
-                stats.plan_ms.append(result.time_ms)
-                stats.last_cost = result.cost
-                self._plan_samples = result.samples
-                self.cost_pub.publish(Float32(data=float(result.cost)))
-                rejection = plan_rejection(result, self._limits, warm)
-                if rejection is not None:
-                    stats.overruns += int(reason_key(rejection) == "plan overrun")
-                    return rejection
+        """One tick of the ROS-free control loop (control/loop.py); this adds the frame pairing, the topics and
+        the counters. Returns a stop reason instead of commanding when unsafe."""
+        loop, stats = self.loop, self.stats
+        frame, synchronised = self._synchronised_frame() if loop.at_block_start else (None, True)
+        # The surprise compares the block's frame with what the model predicted from the actions it was told ran.
+        # When a tick was late (the arm ran an old command longer) or the frame is not the block's own, it
+        # measures our timing, not the world: counted (surprise_skipped), not scored.
+        timed = self._block_timed and synchronised
+        if loop.at_block_start:
+            self._block_timed = True
+        tick = loop.step(None if frame is None else frame.pixels, timed)
+        if tick.surprise is not None and not tick.surprise_scored:
+            stats.surprise_skipped += 1
+        if tick.alarm_raised:
+            self.get_logger().warning(
+                f"surprise alarm: {tick.surprise:.3g} > {self.surprise.threshold:.3g} for "
+                f"{self.surprise.patience} block(s): the world is not behaving as the model expects"
+            )
+        if tick.plan is not None:
+            result = tick.plan
+            stats.plans += 1
+            stats.partial_plans += int(result.partial)
+            stats.plan_ms.append(result.time_ms)
+            stats.last_cost = result.cost
+            self._plan_samples = result.samples
+            self.cost_pub.publish(Float32(data=float(result.cost)))
+            if tick.stop is None:
                 self._latency_from = frame.received
                 self.source_pub.publish(frame.header)  # which camera frame this plan saw: latency from a bag
-        velocity = self.shaper.velocity(mpc.next_action())
-        self._publish_command(velocity)
+            elif reason_key(tick.stop) == "plan overrun":
+                stats.overruns += 1
+        if tick.stop is not None:
+            return tick.stop
+        self._publish_command(tick.velocity)
         self._check_command_time()
-        mpc.record_executed(self.shaper.executed_action(velocity))
         if self._latency_from is not None:
             self.stats.latency_ms.append(1000 * (time.monotonic() - self._latency_from))
             self._latency_from = None
@@ -631,7 +630,7 @@ class LewmAgent(LifecycleNode):
         key = reason_key(reason)
         # A stop for time keeps the planner's warm start: dropping it made the next plan a cold one, which on an
         # overloaded machine overran again, and the agent never left its safe state while the load lasted.
-        self.mpc.reset(keep_warm_start=key in TIMING_STOPS)
+        self.loop.stop(reason)
         self._latency_from = None
         if reason != self._stopped:
             self.stats.stops[key] += 1
