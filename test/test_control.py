@@ -282,7 +282,7 @@ def test_control_loop_holds_on_a_surprise_alarm_when_told_to():
     size, fs = model.cfg.encoder.image_size, mpc.frameskip
     rng = np.random.default_rng(4)
     frames = [rng.integers(0, 255, (size, size, 3), dtype=np.uint8) for _ in range(3)]
-    loop = ControlLoop(mpc, CommandShaper(2, 1.0, 1.0), Limits(surprise_hold=True),
+    loop = ControlLoop(mpc, CommandShaper(2, 1.0, 1.0), Limits(surprise_hold=True, plan_overrun_ms=1e9),
                        SurpriseMonitor(threshold=0.0, patience=1))  # fmt: skip
     loop.set_goal(frames[-1])
     for step in range(fs):
