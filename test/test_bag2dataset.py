@@ -22,7 +22,8 @@ from bagkit import (
 )
 
 from lewm_ros.cli import main
-from lewm_ros.data.bag2dataset import (
+from lewm_ros.data.bag_conversion import convert
+from lewm_ros.data.conversion_spec import (
     BETWEEN_STEPS,
     NO_COMMAND,
     NO_JOINT_STATE,
@@ -30,7 +31,6 @@ from lewm_ros.data.bag2dataset import (
     UNDECODABLE,
     ConversionError,
     ConversionSpec,
-    convert,
 )
 from lewm_ros.data.episodes import EpisodeReader, validate
 from lewm_ros.data.frames import fit_frame
@@ -292,7 +292,7 @@ def test_several_bags_append_and_must_agree_on_joints(tmp_path):
 
 
 def test_long_episodes_are_cut_into_overlapping_parts(tmp_path, monkeypatch):
-    monkeypatch.setattr("lewm_ros.data.bag2dataset.MAX_EPISODE_BYTES", 10 * SIDE * SIDE * 3)  # 10 frames
+    monkeypatch.setattr("lewm_ros.data.bag_conversion.MAX_EPISODE_BYTES", 10 * SIDE * SIDE * 3)  # 10 frames
     bag = write_bag(tmp_path / "bag", recording(25))
     report = convert([bag], tmp_path / "out.h5", spec())
     check_accounting(report)

@@ -1,7 +1,7 @@
 """Camera pixels from sensor_msgs/Image and CompressedImage fields, without ROS: numpy and OpenCV only.
 
 The agent (through lewm_ros.ros.image_codec, which re-exports these functions) and rosbag2 conversion
-(lewm_ros.data.bag2dataset, which decodes messages deserialised by `rosbags`) share this one decoder, so a
+(lewm_ros.data.bag_conversion, which decodes messages deserialised by `rosbags`) share this one decoder, so a
 model is trained on exactly the pixels the robot will show it. Messages are duck-typed: any object with the
 Image fields (height, width, encoding, is_bigendian, step, data) or the CompressedImage fields (format, data)
 works, whether it is an rclpy message, a `rosbags` dataclass or a test's namespace. Decoding returns views of
