@@ -24,6 +24,8 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from lewm_ros.control.stats import percentile
+
 PASS, WARN, FAIL, SKIP = "PASS", "WARN", "FAIL", "SKIP"
 DEVICES = ("auto", "cpu", "cuda")
 CHOSEN_PRECISIONS = ("fp32", "bf16", "fp16")
@@ -147,12 +149,6 @@ def print_table(checks: list[Check], context: Context) -> None:
 
 def _one_line(text: object) -> str:
     return " ".join(str(text).split())[:300]
-
-
-def _percentile(values: list[float], q: float) -> float:
-    import numpy as np
-
-    return float(np.percentile(np.asarray(values, dtype=np.float64), q))
 
 
 # ---- machine ----------------------------------------------------------------------------------------------
@@ -406,7 +402,7 @@ def check_encoder(context: Context) -> list[Check]:
             _sync(device)
             if i >= 5:  # the first calls include TorchScript's profiling runs
                 times.append(1000 * (time.perf_counter() - started))
-    p50, p95 = _percentile(times, 50), _percentile(times, 95)
+    p50, p95 = percentile(times, 50), percentile(times, 95)
     context.encode_ms = p50
     period_ms = 1000.0 / context.settings.control_rate_hz
     detail = f"p50 {p50:.2f} ms, p95 {p95:.2f} ms (one {size}x{size} frame, {len(times)} runs)"
@@ -465,8 +461,8 @@ def _judge_plan(context: Context, planner: Any, warm: list[float], per_iteration
                 iterations: int) -> Check:  # fmt: skip
     """Set the measured plan times against what the agent allows: deadline, overrun limit, control period."""
     s = context.settings
-    p50, p95 = _percentile(warm, 50), _percentile(warm, 95)
-    iteration_p50, iteration_p95 = _percentile(per_iteration, 50), _percentile(per_iteration, 95)
+    p50, p95 = percentile(warm, 50), percentile(warm, 95)
+    iteration_p50, iteration_p95 = percentile(per_iteration, 50), percentile(per_iteration, 95)
     encode = context.encode_ms or 0.0
     period = 1000.0 / s.control_rate_hz
     compiled = planner.compile_mode or "eager"

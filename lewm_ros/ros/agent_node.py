@@ -22,7 +22,6 @@ import math
 import sys
 import threading
 import time
-from collections import Counter, deque
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -52,10 +51,12 @@ from std_srvs.srv import SetBool, Trigger
 from trajectory_msgs.msg import JointTrajectory
 
 from lewm_ros.control.command import CommandShaper, UnsafeCommandError
+from lewm_ros.control.debug_view import debug_view
 from lewm_ros.control.log_limit import ReasonThrottle, reason_key
 from lewm_ros.control.loop import ControlLoop
 from lewm_ros.control.rules import Conditions, stop_reason
 from lewm_ros.control.settings import PARAMETERS, AgentSettings, Param, SettingsError, build_settings, check_value
+from lewm_ros.control.stats import ControlStats, percentile
 from lewm_ros.control.surprise import SurpriseMonitor, threshold_from_bundle
 from lewm_ros.data.frames import FrameSizeError, fit_frame
 from lewm_ros.ros import image_codec
@@ -80,34 +81,6 @@ class Frame:
     header: Header  # the camera's stamp and frame_id, echoed on ~/plan_source
 
 
-@dataclass
-class AgentStats:
-    """Counters and recent timings, read by diagnostics; written by callbacks (ints and deques: GIL-safe)."""
-
-    frames: int = 0
-    invalid_in_row: int = 0
-    commands: int = 0
-    safe_commands: int = 0
-    plans: int = 0
-    partial_plans: int = 0
-    overruns: int = 0
-    errors: int = 0
-    goals: int = 0
-    unsynchronised: int = 0  # block frames older than the tick (frame_sync_ms ran out)
-    stalls: int = 0  # watchdog safe commands because no control tick ran (node clock stopped)
-    late_ticks: int = 0  # ticks that began late or published their command after the next tick was due
-    surprise_skipped: int = 0  # block surprises not scored: the block's timing broke (late tick, unsynced frame)
-    last_cost: float = math.nan
-    last_command: float = math.nan  # monotonic time of the last command
-
-    def __post_init__(self) -> None:
-        self.dropped: Counter[str] = Counter()
-        self.stops: Counter[str] = Counter()
-        self.plan_ms: deque[float] = deque(maxlen=200)
-        self.latency_ms: deque[float] = deque(maxlen=200)
-        self.tick_times: deque[float] = deque(maxlen=100)
-
-
 def _descriptor(param: Param) -> ParameterDescriptor:
     text = param.description + (f" ({'|'.join(param.choices)})" if param.choices else "")
     descriptor = ParameterDescriptor(description=text, read_only=not param.live)
@@ -118,10 +91,6 @@ def _descriptor(param: Param) -> ParameterDescriptor:
     if param.choices:
         descriptor.additional_constraints = "one of: " + ", ".join(param.choices)
     return descriptor
-
-
-def _percentile(values: Any, q: float) -> float:
-    return float(np.percentile(np.fromiter(values, float), q)) if len(values) else math.nan
 
 
 class LewmAgent(LifecycleNode):
@@ -256,7 +225,7 @@ class LewmAgent(LifecycleNode):
         self.shaper: CommandShaper | None = None
         self.surprise = SurpriseMonitor(None)
         self.command_pub = None
-        self.stats = AgentStats()
+        self.stats = ControlStats()
         self._frame: Frame | None = None
         self._goal_pixels: np.ndarray | None = None
         self._pending_goal: np.ndarray | None = None
@@ -270,7 +239,6 @@ class LewmAgent(LifecycleNode):
         self._warnings: list[str] = []
         self._log_limit = ReasonThrottle(period_s=LOG_REPEAT_S)
         self._limits = None  # lewm_ros.control.rules.Limits, from the settings at configure
-        self._plan_samples = 0
 
     def _configure(self) -> None:
         from lewm_ros.control.assemble import AssemblyError, assemble
@@ -580,11 +548,7 @@ class LewmAgent(LifecycleNode):
             )
         if tick.plan is not None:
             result = tick.plan
-            stats.plans += 1
-            stats.partial_plans += int(result.partial)
-            stats.plan_ms.append(result.time_ms)
-            stats.last_cost = result.cost
-            self._plan_samples = result.samples
+            stats.record_plan(result.time_ms, result.cost, result.partial, result.samples)
             self.cost_pub.publish(Float32(data=float(result.cost)))
             if tick.stop is None:
                 self._latency_from = frame.received
@@ -685,8 +649,7 @@ class LewmAgent(LifecycleNode):
         stats, s = self.stats, self.settings
         now = time.monotonic()
         frame = self._frame
-        ticks = list(stats.tick_times)
-        rate = (len(ticks) - 1) / (ticks[-1] - ticks[0]) if len(ticks) > 1 and ticks[-1] > ticks[0] else 0.0
+        rate = stats.control_rate_hz()
         state = "active" if self._active else ("inactive" if s is not None else "unconfigured")
         values = {
             "state": state,
@@ -697,11 +660,11 @@ class LewmAgent(LifecycleNode):
             "precision": self._precision,
             "encoder_precision": self._encoder_precision,
             "control_rate_hz": f"{rate:.2f}",
-            "plan_ms_p50": f"{_percentile(stats.plan_ms, 50):.1f}",
-            "plan_ms_p95": f"{_percentile(stats.plan_ms, 95):.1f}",
-            "plan_samples": str(self._plan_samples),
-            "camera_to_command_ms_p50": f"{_percentile(stats.latency_ms, 50):.1f}",
-            "camera_to_command_ms_p95": f"{_percentile(stats.latency_ms, 95):.1f}",
+            "plan_ms_p50": f"{percentile(stats.plan_ms, 50):.1f}",
+            "plan_ms_p95": f"{percentile(stats.plan_ms, 95):.1f}",
+            "plan_samples": str(stats.plan_samples),
+            "camera_to_command_ms_p50": f"{percentile(stats.latency_ms, 50):.1f}",
+            "camera_to_command_ms_p95": f"{percentile(stats.latency_ms, 95):.1f}",
             "frame_age_ms": f"{1000 * (now - frame.received):.0f}" if frame else "",
             "frames": str(stats.frames),
             "dropped_frames": str(sum(v for k, v in stats.dropped.items() if k not in ("goal", "joint_state"))),
@@ -765,24 +728,14 @@ class LewmAgent(LifecycleNode):
         self.debug_pub.publish(image_codec.rgb_to_image(self.debug_view(), "rgb8", frame_id="lewm_debug"))
 
     def debug_view(self) -> np.ndarray:
-        """Camera view beside the goal (256 px each) with cost and surprise written on it."""
-        import cv2
-
-        side = 256
-        frame = self._frame.pixels if self._frame is not None else np.zeros((side, side, 3), np.uint8)
-        goal = self._goal_pixels if self._goal_pixels is not None else np.zeros_like(frame)
-        panels = [cv2.resize(p, (side, side), interpolation=cv2.INTER_NEAREST) for p in (frame, goal)]
-        view = np.ascontiguousarray(np.concatenate(panels, axis=1))
+        """Camera view beside the goal with cost, surprise and state written on it."""
         threshold = self.surprise.threshold
         lines = [
             f"cost {self.stats.last_cost:.3g}",
             f"surprise {self.surprise.latest:.3g}" + (f" / {threshold:.3g}" if threshold else ""),
             ("ALARM " if self.surprise.alarm else "") + (self._stopped or "running"),
         ]
-        for i, text in enumerate(lines):
-            cv2.putText(view, text, (6, 18 + 18 * i), cv2.FONT_HERSHEY_SIMPLEX, 0.5, (255, 255, 0), 1, cv2.LINE_AA)
-        cv2.putText(view, "goal", (side + 6, 18), cv2.FONT_HERSHEY_SIMPLEX, 0.5, (255, 255, 0), 1, cv2.LINE_AA)
-        return view
+        return debug_view(None if self._frame is None else self._frame.pixels, self._goal_pixels, lines)
 
     def publish_safe_and_stop(self) -> bool:
         """For Ctrl-C, SIGTERM and process exit: whatever the state, leave the arm with the safe command (when a
