@@ -22,7 +22,8 @@ from lewm_ros.cli import build_parser
 from lewm_ros.evaluate import evaluate
 from lewm_ros.model.precision import machine_description
 
-# name -> eval flags; "w" = iterations once warm-started, "s" = stop when every std < 0.1
+# name -> eval flags on top of `--preset paper` (replanning every 5 blocks, final-latent cost, no roadmap, as the
+# rows were measured); "w" = iterations once warm-started, "s" = stop when every std < 0.1
 ROWS: dict[str, list[str]] = {
     "cem300x30": ["--planner", "cem", "--samples", "300", "--iterations", "30", "--elites", "30", "--no-warm-start"],
     "cem300x30w10": ["--planner", "cem", "--samples", "300", "--iterations", "30", "--elites", "30",
@@ -54,7 +55,7 @@ def run_row(bundle: Path, goals: str, flags: list[str], episodes: int, seed: int
     flags = [str(bundle / "roadmap.npz") if flag == "{roadmap}" else flag for flag in flags]
     args = build_parser().parse_args(
         ["eval", "--bundle", str(bundle), "--goals", goals, "--episodes", str(episodes), "--seed", str(seed),
-         "--video-episodes", "0", "--no-progress", "--device", "cpu", *flags]
+         "--video-episodes", "0", "--no-progress", "--device", "cpu", "--preset", "paper", *flags]
     )  # fmt: skip
     started = time.perf_counter()
     summary = evaluate(args).summary()

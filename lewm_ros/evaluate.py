@@ -9,14 +9,29 @@ Goals: `random` uses ReachEnv's start/goal draws (seeded per episode). `dataset:
 protocol: start from a frame of an episode of FILE, goal = the frame 25 env steps later in the same episode
 (its pixels are the goal image, its joint state the target); pairs whose start already meets the goal are
 skipped, since they would count as successes without planning.
+
+Planner presets (`--preset`): `demo` (the default) is the real-time demo's agent (config/sim_reach.yaml):
+CEM 64 samples, 6 iterations cold / 2 warm, top 8, horizon 5, replanning every block, every block's distance
+counted, along the bundle's roadmap when it has one, one torch thread; about 1 s per episode on a 2-core CPU
+with other work running. `paper` is the LeWM paper's CEM: 300 samples x 30 iterations, top 30, replanning every
+5 blocks, final-latent cost, no roadmap, torch's threads; 5-15 s per episode on the same CPU, minutes when
+other work oversubscribes its threads. Explicit flags override the preset's values.
+
+Stopping: with `--out`, eval.json is rewritten (atomically) after every episode, marked `"partial": true`
+until the last one, so even `kill -9` leaves the episodes done. Ctrl-C (SIGINT) and SIGTERM write it with
+the episodes done so far and exit 130 and 143 (128 + the signal number, the shell convention).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import math
+import os
+import signal
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -24,6 +39,30 @@ from typing import Any
 import numpy as np
 
 GOAL_OFFSET_STEPS = 25  # the paper: goal = the state 25 env steps after the start
+ROADMAP_FILE = "roadmap.npz"  # lewm_ros.planning.roadmap.ROADMAP_FILE (not imported here: it imports torch)
+EXIT_SIGINT = 128 + signal.SIGINT  # 130
+EXIT_SIGTERM = 128 + signal.SIGTERM  # 143
+
+# Planner presets: values for the flags left unset. "uniform" cost weights are one per horizon block.
+PRESETS: dict[str, dict[str, Any]] = {
+    "demo": {  # config/sim_reach.yaml's lewm_agent, without its 25 ms deadline (eval is not real time)
+        "planner": "cem", "samples": 64, "iterations": 6, "warm_iterations": 2, "elites": 8, "horizon": 5,
+        "receding_horizon": 1, "cost_weights": "uniform", "roadmap": "auto", "threads": 1,
+    },
+    "paper": {  # the LeWM paper's CEM (and PlannerConfig's defaults)
+        "planner": "cem", "samples": 300, "iterations": 30, "warm_iterations": None, "elites": 30, "horizon": 5,
+        "receding_horizon": 5, "cost_weights": None, "roadmap": "none", "threads": 0,
+    },
+}  # fmt: skip
+DEFAULT_PRESET = "demo"
+
+
+class StoppedBySignalError(Exception):
+    """Raised in the main thread by the SIGTERM handler so the episodes done so far are written."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signal.Signals(signum).name)
+        self.signum = signum
 
 
 @dataclass
@@ -164,7 +203,25 @@ class ClosedLoop:
         )  # fmt: skip
 
 
-def evaluate(args: argparse.Namespace) -> EvalReport:
+def evaluate(args: argparse.Namespace, on_episode: Callable[[EvalReport], None] | None = None) -> EvalReport:
+    """Run the episodes; `on_episode(report)` after each one (run_eval writes eval.json there).
+
+    Torch runs on `--threads` threads (demo preset: 1, as the demo's agent) for the run only: two OpenMP
+    threads on a 2-core machine with other work running turned 1 s episodes into 3-7 s ones.
+    """
+    import torch
+
+    threads = int(_preset_value(args, "threads"))
+    previous = torch.get_num_threads()
+    if threads > 0:
+        torch.set_num_threads(threads)
+    try:
+        return _evaluate(args, on_episode)
+    finally:
+        torch.set_num_threads(previous)
+
+
+def _evaluate(args: argparse.Namespace, on_episode: Callable[[EvalReport], None] | None) -> EvalReport:
     from tqdm import tqdm
 
     from lewm_ros.envs.reach_env import ReachConfig, ReachEnv
@@ -176,10 +233,11 @@ def evaluate(args: argparse.Namespace) -> EvalReport:
     bundle = load_bundle(args.bundle, device=device)
     config = planner_config(args)
     planner = LatentPlanner.from_bundle(bundle, config, device)
-    if args.roadmap is not None:
+    roadmap_path = roadmap_file(args)
+    if roadmap_path is not None:
         from lewm_ros.planning.roadmap import Roadmap, weights_fingerprint
 
-        planner.set_roadmap(Roadmap.load(args.roadmap, bundle.config.latent_dim, weights_fingerprint(args.bundle)))
+        planner.set_roadmap(Roadmap.load(roadmap_path, bundle.config.latent_dim, weights_fingerprint(args.bundle)))
     env = ReachEnv(args.scene, ReachConfig(image_size=bundle.image_size))
     if env.action_dim != bundle.config.action.action_dim:
         raise ValueError(
@@ -196,11 +254,13 @@ def evaluate(args: argparse.Namespace) -> EvalReport:
         tasks = dataset_tasks(Path(args.goals.split(":", 1)[1]), args.episodes, args.seed, tolerance)
     else:
         raise ValueError(f"--goals must be random or dataset:FILE.h5, got {args.goals!r}")
-    loop = ClosedLoop(bundle, planner, env, args.budget, args.receding_horizon, device)
+    receding = receding_horizon(args)
+    loop = ClosedLoop(bundle, planner, env, args.budget, receding, device)
     report = EvalReport(settings={
         "bundle": str(args.bundle), "scene": str(args.scene), "goals": args.goals, "episodes": args.episodes,
-        "budget": args.budget, "seed": args.seed, "receding_horizon": args.receding_horizon, "device": str(device),
-        "planner": asdict(config), "roadmap": None if args.roadmap is None else str(args.roadmap),
+        "budget": args.budget, "seed": args.seed, "receding_horizon": receding, "device": str(device),
+        "preset": preset_name(args), "planner": asdict(config),
+        "roadmap": None if roadmap_path is None else str(roadmap_path),
     })  # fmt: skip
     first = tasks[0]
     warm_ctx = loop.encode(env.reset(start_qpos=first.start_qpos, goal_qpos=first.goal_qpos).observation.pixels)
@@ -223,12 +283,45 @@ def evaluate(args: argparse.Namespace) -> EvalReport:
         if record is not None:
             recorded.append(record)
         bar.set_postfix(success=f"{np.mean([e.success for e in report.episodes]):.2f}")
+        if on_episode is not None:
+            on_episode(report)
     env.close()
     report.recorded = recorded  # type: ignore[attr-defined]
     return report
 
 
+def preset_name(args: argparse.Namespace) -> str:
+    """The planner preset in force (`--preset`; callers that build args by hand may leave it out)."""
+    return getattr(args, "preset", None) or DEFAULT_PRESET
+
+
+def _preset_value(args: argparse.Namespace, key: str) -> Any:
+    """The flag's value when given, else the preset's."""
+    given = getattr(args, key, None)
+    return PRESETS[preset_name(args)][key] if given is None else given
+
+
+def receding_horizon(args: argparse.Namespace) -> int:
+    """Blocks executed between plans: `--receding-horizon`, else the preset's."""
+    return int(_preset_value(args, "receding_horizon"))
+
+
+def roadmap_file(args: argparse.Namespace) -> Path | None:
+    """The roadmap to plan along: `--roadmap FILE|bundle|none`, else the preset's (`auto`: the bundle's
+    roadmap.npz when it has one, so the demo preset also runs on bundles without a roadmap)."""
+    value = _preset_value(args, "roadmap")
+    if str(value) == "none":
+        return None
+    if str(value) in ("bundle", "auto"):
+        path = Path(args.bundle) / ROADMAP_FILE
+        if str(value) == "auto" and not path.is_file():
+            return None
+        return path
+    return Path(value)
+
+
 def planner_config(args: argparse.Namespace) -> Any:
+    """PlannerConfig from the flags given, the rest from the preset, then PlannerConfig's own defaults."""
     from lewm_ros.planning.core import PlannerConfig
 
     defaults = PlannerConfig()
@@ -238,7 +331,13 @@ def planner_config(args: argparse.Namespace) -> Any:
         "stop_std": args.stop_std, "precision": args.precision, "seed": args.seed, "warm_start": not args.no_warm_start,
         "cost_weights": tuple(args.cost_weights) if args.cost_weights else None,
     }  # fmt: skip
+    preset = PRESETS[preset_name(args)]
+    for key in ("planner", "samples", "iterations", "elites", "horizon", "warm_iterations"):
+        if values[key] is None:
+            values[key] = preset[key]
     values = {k: (getattr(defaults, k) if v is None else v) for k, v in values.items()}
+    if values["cost_weights"] is None and preset["cost_weights"] == "uniform":
+        values["cost_weights"] = (1.0,) * values["horizon"]
     if values["precision"] == "auto":
         values["precision"] = "fp32"  # until `evaluate` has measured the alternatives on the device
     config = PlannerConfig(**values)
@@ -246,14 +345,32 @@ def planner_config(args: argparse.Namespace) -> Any:
     return config
 
 
-def write_outputs(report: EvalReport, out: Path) -> None:
+def _finite_or_none(value: Any) -> Any:
+    """NaN/inf (a summary of no episodes) as null: eval.json stays standard JSON."""
+    return None if isinstance(value, float) and not math.isfinite(value) else value
+
+
+def write_json(report: EvalReport, out: Path, stopped_by: str | None = None) -> None:
+    """eval.json via a temporary file and os.replace: a kill at any moment leaves the previous complete file.
+
+    `partial` is true until every requested episode is in; `stopped_by` names the signal that ended the run.
+    """
     out.mkdir(parents=True, exist_ok=True)
+    done, requested = len(report.episodes), int(report.settings["episodes"])
     payload = {
-        "summary": report.summary(),
+        "partial": done < requested, "episodes_done": done, "episodes_requested": requested, "stopped_by": stopped_by,
+        "summary": {k: _finite_or_none(v) for k, v in report.summary().items()},
         "settings": report.settings,
         "episodes": [asdict(e) for e in report.episodes],
-    }
-    (out / "eval.json").write_text(json.dumps(payload, indent=1) + "\n")
+    }  # fmt: skip
+    tmp = out / f".eval.json.{os.getpid()}.tmp"
+    tmp.write_text(json.dumps(payload, indent=1) + "\n")
+    os.replace(tmp, out / "eval.json")
+
+
+def write_outputs(report: EvalReport, out: Path) -> None:
+    """eval.json, eval.png and (when episodes were recorded) episodes.gif."""
+    write_json(report, out)
     plot_report(report, out / "eval.png")
     recorded = getattr(report, "recorded", [])
     if recorded:
@@ -309,61 +426,132 @@ def write_gif(recorded: list[list], path: Path) -> None:
 
 
 def add_planner_arguments(parser: argparse.ArgumentParser) -> None:
+    demo, paper = PRESETS["demo"], PRESETS["paper"]
+    parser.add_argument("--preset", choices=tuple(PRESETS), default=DEFAULT_PRESET,
+                        help="planner settings for the flags left unset: demo (default) = the ROS demo's agent, "
+                        "CEM 64 samples x 6 iterations (2 warm), top 8, every block replanned and counted, along the "
+                        "bundle's roadmap if it has one, 1 thread (~1 s per episode on 2 CPU cores); paper = the LeWM "
+                        "paper's CEM 300 x 30, top 30, replanning every 5 blocks, final-latent cost (5-15 s)")
     parser.add_argument("--planner", choices=("cem", "icem", "mppi", "grad"), help="update rule (default cem)")
-    parser.add_argument("--samples", type=int, help="candidates per iteration (default 300)")
-    parser.add_argument("--iterations", type=int, help="iterations per plan (default 30)")
-    parser.add_argument("--elites", type=int, help="top-k elites (default 30)")
+    parser.add_argument("--samples", type=int,
+                        help=f"candidates per iteration (demo {demo['samples']}, paper {paper['samples']})")
+    parser.add_argument("--iterations", type=int,
+                        help=f"iterations per plan (demo {demo['iterations']}, paper {paper['iterations']})")
+    parser.add_argument("--elites", type=int, help=f"top-k elites (demo {demo['elites']}, paper {paper['elites']})")
     parser.add_argument("--horizon", type=int, help="planned action blocks (default 5)")
-    parser.add_argument("--warm-iterations", type=int, help="iterations once warm-started (default: --iterations)")
+    parser.add_argument("--warm-iterations", type=int,
+                        help=f"iterations once warm-started (demo {demo['warm_iterations']}, paper: --iterations)")
     parser.add_argument("--no-warm-start", action="store_true", help="start every plan from zeros")
     parser.add_argument("--deadline-ms", type=float, help="anytime: stop at this deadline with the best plan so far")
     parser.add_argument("--stop-std", type=float, help="stop early once every std is below this")
     parser.add_argument("--precision", choices=("auto", "fp32", "bf16", "fp16"), help="rollout autocast")
-    parser.add_argument("--cost-weights", type=float, nargs="+", help="weight per horizon block (default: last only)")
-    parser.add_argument("--roadmap", type=Path, help="goal distance along this roadmap file (`lewm-ros roadmap`)")
+    parser.add_argument("--cost-weights", type=float, nargs="+",
+                        help="weight per horizon block (demo: 1 each; paper: the last block only)")
+    parser.add_argument("--roadmap", help="goal distance along a roadmap (`lewm-ros roadmap`): FILE, bundle "
+                        f"(BUNDLE/{ROADMAP_FILE}) or none (demo: the bundle's when present; paper: none)")
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    parser = subparsers.add_parser("eval", help="closed-loop planning in the MuJoCo reach scene, without ROS")
+    parser = subparsers.add_parser(
+        "eval", help="closed-loop planning in the MuJoCo reach scene, without ROS",
+        description="Closed-loop latent MPC in MuJoCo, without ROS. Default planner: the demo's (--preset demo, "
+        "about 1 s per episode on 2 CPU cores); the paper's CEM 300 x 30 is --preset paper (5-15 s). With "
+        "--out, eval.json is rewritten after every episode (\"partial\": true until all are done); Ctrl-C and "
+        "SIGTERM keep the episodes done and exit 130 and 143.",
+    )  # fmt: skip
     parser.add_argument("--bundle", type=Path, required=True, help="model bundle directory")
     parser.add_argument("--scene", default="reach2d", help="MJCF file or bundled scene name (default reach2d)")
     parser.add_argument("--episodes", type=int, default=50)
     parser.add_argument("--budget", type=int, default=50, help="env steps per episode (default 50)")
     parser.add_argument("--seed", type=int, default=42)
     parser.add_argument("--goals", default="random", help="random | dataset:FILE.h5 (the paper's protocol)")
-    parser.add_argument("--receding-horizon", type=int, default=5, help="blocks executed between plans (default 5)")
+    parser.add_argument("--receding-horizon", type=int, help="blocks executed between plans (demo 1, paper 5)")
     parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
     parser.add_argument("--out", type=Path, help="directory for eval.json, eval.png, episodes.gif")
     parser.add_argument("--video-episodes", type=int, default=3, help="episodes in episodes.gif (0: none)")
+    parser.add_argument("--threads", type=int, help="torch CPU threads, 0 = torch's default of one per core "
+                        "(demo 1, as the demo's agent: faster when other work shares the CPU; paper 0)")
     parser.add_argument("--no-progress", action="store_true")
     add_planner_arguments(parser)
     parser.set_defaults(run=run_eval)
 
 
+def _raise_stopped(signum: int, _frame: Any) -> None:
+    raise StoppedBySignalError(signum)
+
+
 def run_eval(args: argparse.Namespace) -> int:
+    """`lewm-ros eval`: 0 done, 2 bad input, 130/143 stopped by SIGINT/SIGTERM (episodes done are kept)."""
     from lewm_ros.envs.reach_env import UnstableSimulationError
     from lewm_ros.model.bundle import BundleError
 
-    if args.episodes < 1 or args.budget < 1 or args.receding_horizon < 1:
+    if args.episodes < 1 or args.budget < 1 or (args.receding_horizon is not None and args.receding_horizon < 1):
         print("error: --episodes, --budget and --receding-horizon must be >= 1", file=sys.stderr)
+        return 2
+    if args.threads is not None and not 0 <= args.threads <= 1024:
+        print("error: --threads must be in [0, 1024]", file=sys.stderr)
         return 2
     if not 0 <= args.seed < 2**63 or args.video_episodes < 0:
         print("error: --seed must be a non-negative 64-bit integer and --video-episodes >= 0", file=sys.stderr)
         return 2
     started = time.perf_counter()
+    latest: list[EvalReport] = []
+
+    def episode_done(report: EvalReport) -> None:
+        latest[:] = [report]
+        if args.out and len(report.episodes) < args.episodes:  # the last one is written with the plot below
+            write_json(report, args.out)
+
+    on_main_thread = _is_main_thread()  # signal handlers can only be installed there
+    previous = signal.signal(signal.SIGTERM, _raise_stopped) if on_main_thread else None
     try:
-        report = evaluate(args)
+        report = evaluate(args, episode_done)
     except (BundleError, ValueError, FileNotFoundError, UnstableSimulationError) as err:
         print(f"error: {' '.join(str(err).split())}", file=sys.stderr)
         return 2
+    except (KeyboardInterrupt, StoppedBySignalError) as stop:
+        signum = stop.signum if isinstance(stop, StoppedBySignalError) else signal.SIGINT
+        return _stopped(args, latest[0] if latest else None, signum, started)
+    finally:
+        if on_main_thread:
+            signal.signal(signal.SIGTERM, previous)
+    print(_summary_line(report, started))
+    if args.out:
+        write_outputs(report, args.out)
+        print(f"wrote {args.out / 'eval.json'}, eval.png" + (", episodes.gif" if args.video_episodes else ""))
+    return 0
+
+
+def _is_main_thread() -> bool:
+    import threading
+
+    return threading.current_thread() is threading.main_thread()
+
+
+def _summary_line(report: EvalReport, started: float) -> str:
     summary = report.summary()
-    print(
+    return (
         f"success {summary['success_rate']:.1%} over {summary['episodes']} episodes; mean final joint error "
         f"{summary['mean_final_error']:.3f} rad; plan p50 {summary['plan_ms_p50']:.0f} ms, "
         f"p95 {summary['plan_ms_p95']:.0f} ms ({summary['partial_plans']} partial); "
         f"{time.perf_counter() - started:.0f} s"
     )
-    if args.out:
-        write_outputs(report, args.out)
-        print(f"wrote {args.out / 'eval.json'}, eval.png" + (", episodes.gif" if args.video_episodes else ""))
-    return 0
+
+
+def _stopped(args: argparse.Namespace, report: EvalReport | None, signum: int, started: float) -> int:
+    """Keep what was done: the summary of the finished episodes and a partial eval.json; 128 + signal."""
+    name = signal.Signals(signum).name
+    signals = (signal.SIGINT, signal.SIGTERM) if _is_main_thread() else ()
+    ignored = {sig: signal.signal(sig, signal.SIG_IGN) for sig in signals}  # a second Ctrl-C: the file stays whole
+    try:
+        done = 0 if report is None else len(report.episodes)
+        print(f"eval: stopped by {name} after {done} of {args.episodes} episodes", file=sys.stderr)
+        if report is not None and done:
+            print(_summary_line(report, started))
+        if args.out and report is not None:
+            write_json(report, args.out, stopped_by=name)
+            print(f"wrote {args.out / 'eval.json'} (partial: {done} of {args.episodes} episodes)", file=sys.stderr)
+    finally:
+        for sig, handler in ignored.items():
+            signal.signal(sig, handler)
+    return 128 + signum

@@ -1,6 +1,10 @@
 """Closed-loop evaluation, the linear probe and exporting a bundle from a run: mechanics on a tiny model."""
 
 import json
+import signal
+import subprocess
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -11,6 +15,8 @@ from lewm_ros.evaluate import ClosedLoop, Task, dataset_tasks
 from lewm_ros.model.bundle import load_bundle
 from lewm_ros.planning.core import PlanResult
 from lewm_ros.probe import ridge_r2
+
+ROOT = Path(__file__).resolve().parents[1]
 
 
 class OraclePlanner:
@@ -116,3 +122,116 @@ def test_export_cli_rejects_a_directory_without_checkpoint(tmp_path, capsys):
 def test_probe_refuses_absurd_flags(tiny_bundle, episodes, capsys):
     assert cli_main(["probe", str(tiny_bundle), "--data", str(episodes), "--held-out", "-1"]) == 2
     assert "--held-out" in capsys.readouterr().err
+
+
+# ----------------------------------------------------------------------------- presets and stopping
+
+
+def eval_args(*flags):
+    from lewm_ros.cli import build_parser
+
+    return build_parser().parse_args(["eval", "--bundle", "B", *flags])
+
+
+def test_eval_defaults_to_the_demo_agents_planner_and_the_paper_is_one_flag_away():
+    import yaml
+
+    from lewm_ros.evaluate import PRESETS, planner_config, receding_horizon, roadmap_file
+
+    agent = yaml.safe_load((ROOT / "config" / "sim_reach.yaml").read_text())["lewm_agent"]["ros__parameters"]
+    demo = planner_config(eval_args())
+    for key in ("planner", "samples", "iterations", "warm_iterations", "elites", "horizon"):
+        assert getattr(demo, key) == agent[key], key
+    assert agent["cost_weighting"] == "uniform" and demo.cost_weights == (1.0,) * agent["horizon"]
+    assert receding_horizon(eval_args()) == agent["receding_horizon"] and agent["roadmap"] == "bundle"
+    assert demo.deadline_ms is None  # eval is not real time: results must not depend on the machine's speed
+    assert eval_args().threads is None and PRESETS["demo"]["threads"] == agent["torch_threads"] == 1
+    paper = planner_config(eval_args("--preset", "paper"))
+    assert (paper.planner, paper.samples, paper.iterations, paper.elites, paper.horizon) == ("cem", 300, 30, 30, 5)
+    assert paper.cost_weights is None and paper.warm_iterations is None
+    paper_args = eval_args("--preset", "paper")
+    assert receding_horizon(paper_args) == 5 and roadmap_file(paper_args) is None
+    mixed = planner_config(eval_args("--samples", "100", "--horizon", "3"))  # flags override the preset
+    assert mixed.samples == 100 and mixed.iterations == 6 and mixed.cost_weights == (1.0, 1.0, 1.0)
+
+
+def test_eval_roadmap_choice(tiny_bundle, tmp_path):
+    from lewm_ros.evaluate import roadmap_file
+
+    def chosen(*flags):
+        return roadmap_file(build_parser_args(tiny_bundle, *flags))
+
+    assert chosen() is None  # demo preset, a bundle without roadmap.npz: plain cost
+    assert chosen("--roadmap", "bundle") == tiny_bundle / "roadmap.npz"  # asked for: missing is an error later
+    assert chosen("--roadmap", str(tmp_path / "m.npz")) == tmp_path / "m.npz"
+    assert roadmap_file(build_parser_args(ROOT / "models" / "reach2d")) == ROOT / "models" / "reach2d" / "roadmap.npz"
+    assert roadmap_file(build_parser_args(ROOT / "models" / "reach2d", "--roadmap", "none")) is None
+
+
+def build_parser_args(bundle, *flags):
+    from lewm_ros.cli import build_parser
+
+    return build_parser().parse_args(["eval", "--bundle", str(bundle), *flags])
+
+
+def test_eval_help_states_both_presets(capsys):
+    assert cli_main(["eval", "--help"]) == 0
+    text = " ".join(capsys.readouterr().out.split())
+    assert "--preset {demo,paper}" in text and "300 x 30" in text and "130 and 143" in text
+
+
+EVAL_FOREVER = ["--episodes", "1000", "--budget", "50", "--samples", "8", "--iterations", "1", "--elites", "2",
+                "--precision", "fp32", "--no-progress", "--video-episodes", "0"]  # fmt: skip
+
+
+def eval_json_with_episodes(path, process, minimum):
+    """eval.json once it holds `minimum` episodes (waits on progress, not on a clock: 300 s is only a cap)."""
+    import time
+
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline and process.poll() is None:
+        if path.is_file():
+            report = json.loads(path.read_text())  # always whole: written to a temporary file, then renamed
+            if report["episodes_done"] >= minimum:
+                return report
+        time.sleep(0.2)
+    raise AssertionError(f"no eval.json with {minimum} episodes; exit {process.poll()}")
+
+
+@pytest.mark.parametrize("signum, status", [(signal.SIGINT, 130), (signal.SIGTERM, 143), (signal.SIGKILL, -9)])
+def test_a_stopped_eval_keeps_the_episodes_done(tiny_bundle, tmp_path, signum, status):
+    out = tmp_path / "eval"
+    command = [sys.executable, "-m", "lewm_ros.cli", "eval", "--bundle", str(tiny_bundle), *EVAL_FOREVER,
+               "--out", str(out)]  # fmt: skip
+    process = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        seen = eval_json_with_episodes(out / "eval.json", process, 2)
+        assert seen["partial"] and seen["stopped_by"] is None and seen["episodes_requested"] == 1000
+        process.send_signal(signum)
+        stdout, stderr = process.communicate(timeout=60)
+    finally:
+        if process.poll() is None:
+            process.kill()
+    assert process.returncode == status, stderr
+    report = json.loads((out / "eval.json").read_text())
+    done = report["episodes_done"]
+    assert report["partial"] and done >= seen["episodes_done"] and len(report["episodes"]) == done
+    assert report["summary"]["episodes"] == done and 0.0 <= report["summary"]["success_rate"] <= 1.0
+    assert [p.name for p in out.iterdir()] == ["eval.json"]  # no temporary file left behind
+    if signum != signal.SIGKILL:
+        name = signal.Signals(signum).name
+        assert report["stopped_by"] == name
+        assert f"stopped by {name} after {done} of 1000 episodes" in stderr
+        assert f"over {done} episodes" in stdout
+
+
+def test_a_finished_eval_is_not_partial_and_gives_the_thread_count_back(tiny_bundle, tmp_path):
+    import torch
+
+    threads = torch.get_num_threads()
+    out = tmp_path / "eval"
+    assert cli_main(["eval", "--bundle", str(tiny_bundle), *EVAL_FOREVER[4:], "--episodes", "2", "--budget", "10",
+                     "--out", str(out)]) == 0  # fmt: skip
+    report = json.loads((out / "eval.json").read_text())
+    assert not report["partial"] and report["episodes_done"] == 2 and report["stopped_by"] is None
+    assert report["settings"]["machine"]["torch_threads"] == 1 and torch.get_num_threads() == threads
