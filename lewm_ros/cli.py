@@ -7,6 +7,10 @@ Bad arguments, for every subcommand, end as one stderr line `lewm-ros <command>:
 code 2: the parser class below replaces argparse's usage dump, the bounded number types reject
 non-numbers, NaN, inf and out-of-range values while parsing, and a subcommand that finds a bad
 combination of arguments later raises `UsageError`, which `main` reports the same way.
+
+Start-up cost: `--version` is answered before any subcommand module is imported, and the modules keep
+heavy imports (torch, rclpy) inside their functions, so `--help` and the parser cost about half a second
+rather than torch's import (test/test_cli_startup.py holds both).
 """
 
 from __future__ import annotations
@@ -128,8 +132,21 @@ def _exit_code(code: object) -> int:
     return 1
 
 
+def asks_version(argv: list[str]) -> bool:
+    """True when `--version` comes before the subcommand: it can be answered without building the parser."""
+    for word in argv:
+        if word == "--version":
+            return True
+        if word in ("-h", "--help", "--") or not word.startswith("-"):  # help first, as argparse does
+            return False
+    return False
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run one subcommand; returns the exit code (bad arguments: one stderr line, 2) instead of exiting."""
+    if asks_version(sys.argv[1:] if argv is None else argv):  # before importing every subcommand's module
+        print(f"{PROG} {__version__}")
+        return 0
     parser = build_parser()
     try:
         args, extras = parser.parse_known_args(argv)

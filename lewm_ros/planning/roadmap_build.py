@@ -12,11 +12,17 @@ import json
 import sys
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from lewm_ros.cli import float_in, int_in
-from lewm_ros.planning.roadmap import ROADMAP_FILE, Roadmap, RoadmapConfig, RoadmapError, weights_fingerprint
+
+if TYPE_CHECKING:
+    from lewm_ros.planning.roadmap import Roadmap, RoadmapConfig
+
+ROADMAP_FILE = "roadmap.npz"  # lewm_ros.planning.roadmap.ROADMAP_FILE; not imported at the top: it imports torch,
+# and `lewm-ros --help` imports every subcommand's module
 
 
 def encode_frames(bundle: object, data: list[Path], stride: int, device: str = "cpu",
@@ -26,6 +32,7 @@ def encode_frames(bundle: object, data: list[Path], stride: int, device: str = "
 
     from lewm_ros.data.episodes import EpisodeReader
     from lewm_ros.data.windows import inspect_files
+    from lewm_ros.planning.roadmap import RoadmapError
 
     info = inspect_files(data)
     size = bundle.image_size  # type: ignore[attr-defined]
@@ -51,6 +58,7 @@ def encode_frames(bundle: object, data: list[Path], stride: int, device: str = "
 def build_from_files(bundle_path: Path, data: list[Path], stride: int, config: RoadmapConfig,
                      device: str = "cpu") -> Roadmap:  # fmt: skip
     from lewm_ros.model.bundle import load_bundle
+    from lewm_ros.planning.roadmap import Roadmap, weights_fingerprint
 
     bundle = load_bundle(bundle_path, device=device)
     latents, sequences = encode_frames(bundle, data, stride, device)
@@ -79,6 +87,7 @@ def run_roadmap(args: argparse.Namespace) -> int:
     from lewm_ros.data.episodes import DatasetError
     from lewm_ros.model.bundle import BundleError
     from lewm_ros.model.precision import resolve_device
+    from lewm_ros.planning.roadmap import RoadmapConfig
 
     started = time.perf_counter()
     config = RoadmapConfig(args.neighbours, args.edge_quantile, args.attach)
