@@ -35,9 +35,10 @@ import torch
 from torch import Tensor
 
 from lewm_ros.model.precision import autocast
+from lewm_ros.planning.config import PlanResult
 
-if TYPE_CHECKING:
-    from lewm_ros.planning.core import LatentPlanner, PlanResult
+if TYPE_CHECKING:  # the core imports this module; the planner type is only named in annotations
+    from lewm_ros.planning.core import LatentPlanner
 
 DEFAULT_CHUNK = 5  # iterations per graph replay: the deadline is checked this often (see PlannerConfig.graph_chunk)
 
@@ -127,8 +128,6 @@ class DeviceCEM:
         self, context: Tensor, past: Tensor, goal: Tensor, mean: Tensor, iterations: int, warm: bool, started: float
     ) -> PlanResult:
         """The whole search; called by LatentPlanner.plan with its checked, normalised, on-device inputs."""
-        from lewm_ros.planning.core import PlanResult
-
         planner, cfg = self.planner, self.planner.config
         deadline = cfg.deadline_ms / 1000.0 if cfg.deadline_ms is not None else None
         state = self.initial_state(mean, cfg.init_std)

@@ -19,7 +19,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from lewm_ros.planning.core import PlannerConfig, SearchState
+from lewm_ros.planning.config import PlannerConfig, SearchState
 
 
 def _elite_mask(costs: Tensor) -> Tensor:
