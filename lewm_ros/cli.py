@@ -92,11 +92,22 @@ def float_in(low: float, high: float, *, low_open: bool = False) -> Callable[[st
     return parse
 
 
+def aligned(rows: list[tuple[str, str]]) -> str:
+    """Label/value lines with the values in one column: the human summary a command prints before its JSON."""
+    width = max((len(label) for label, _ in rows), default=0)
+    return "\n".join(f"{label:<{width}}  {value}" for label, value in rows)
+
+
+def add_json_flag(parser: argparse.ArgumentParser) -> None:
+    """`--json`: print only the JSON line (for scripts); by default a short summary comes first, the JSON last."""
+    parser.add_argument("--json", action="store_true", help="print only the JSON line (default: a summary, then it)")
+
+
 def bench_subparsers(subparsers: argparse._SubParsersAction) -> argparse._SubParsersAction:
     """The `lewm-ros bench` group's subparsers, created on first use, so any module can add `lewm-ros bench X`."""
     bench = subparsers.choices.get("bench")
     if bench is None:
-        bench = subparsers.add_parser("bench", help="benchmarks: one JSON line of timings and settings each")
+        bench = subparsers.add_parser("bench", help="benchmarks: a summary, then one JSON line of timings and settings")
         bench.set_defaults(run=lambda _args: bench.print_help() or 0)
         bench._bench_subparsers = bench.add_subparsers(  # type: ignore[attr-defined]
             title="benchmarks", metavar="BENCH", dest=_BENCH_DEST

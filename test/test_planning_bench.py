@@ -13,12 +13,27 @@ TINY = ["bench", "planner", "--preset", "tiny", "--samples", "16", "--iterations
 
 
 def run_bench(capsys, *extra):
-    code = main([*TINY, *extra])
+    code = main([*TINY, "--json", *extra])
     out = capsys.readouterr().out
     assert code == 0
     lines = out.strip().splitlines()
-    assert len(lines) == 1, out  # stdout carries exactly the JSON line
+    assert len(lines) == 1, out  # with --json, stdout carries exactly the JSON line
     return json.loads(lines[0])
+
+
+def test_bench_prints_a_human_summary_before_the_json_line(capsys):
+    assert main([*TINY, "--no-reference"]) == 0
+    lines = capsys.readouterr().out.strip().splitlines()
+    report = json.loads(lines[-1])  # the JSON line stays last, for scripts
+    summary = lines[:-1]
+    assert 3 <= len(summary) <= 6 and all(len(line) < 160 and not line.startswith("{") for line in summary)
+    labels = [line.split("  ")[0] for line in summary]
+    assert labels[:3] == ["bench planner", "model", "ours"] and "reference" in labels
+    starts = {len(line) - len(line[len(label) :].lstrip()) for line, label in zip(summary, labels, strict=True)}
+    assert len(starts) == 1, summary  # the values start in one column
+    ours = summary[labels.index("ours")]
+    assert f"{report['ours']['ms_per_plan']:,.1f} ms per plan" in ours and "rollouts/s" in ours
+    assert "cem 16 samples x 2 iterations" in summary[0] and "not timed: --no-reference" in summary[-1]
 
 
 def reference_missing():

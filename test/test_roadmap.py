@@ -180,8 +180,14 @@ def test_set_roadmap_checks_the_latent_dimension(line_roadmap):
 def test_cli_builds_a_roadmap_that_eval_uses_and_refuses_another_bundles(tiny_bundle, episodes, tmp_path, capsys):
     assert cli_main(["roadmap", "--bundle", str(tiny_bundle), "--data", str(episodes), "--stride", "5",
                      "--out", str(tmp_path / "map.npz")]) == 0  # fmt: skip
-    summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    lines = capsys.readouterr().out.strip().splitlines()
+    summary = json.loads(lines[-1])  # the JSON line stays last, after a summary a person reads
     assert summary["nodes"] == 6 * 13 and summary["edges"] > 0  # 6 episodes of 61 frames, every 5th
+    assert [line.split()[0] for line in lines[:-1]] == ["roadmap", "nodes", "edges", "radii"]
+    assert f"{summary['nodes']:,} latents of 32 dims: every 5th frame of 1 file" in lines[1]
+    assert cli_main(["roadmap", "--bundle", str(tiny_bundle), "--data", str(episodes), "--stride", "5", "--json",
+                     "--out", str(tmp_path / "again.npz")]) == 0  # fmt: skip
+    assert json.loads(capsys.readouterr().out)["nodes"] == summary["nodes"]  # --json: the JSON line alone
     out = tmp_path / "eval"
     code = cli_main(["eval", "--bundle", str(tiny_bundle), "--episodes", "1", "--budget", "10", "--samples", "8",
                      "--iterations", "2", "--elites", "2", "--precision", "fp32", "--no-progress",

@@ -1,5 +1,5 @@
-"""`lewm-ros bench planner`: time latent planning (ours, and the reference CEM on the same weights), print one
-JSON line.
+"""`lewm-ros bench planner`: time latent planning (ours, and the reference CEM on the same weights), print a
+short summary and then one JSON line (the last line of stdout; `--json` prints only the JSON line).
 
 What is timed: `LatentPlanner.plan(context_latents, past_blocks, goal_latent)` from random latents, i.e. the
 planning only (sampling, rollouts, costs, updates), never image encoding. Each side gets one untimed warm-up
@@ -70,13 +70,13 @@ _REF_PREFIX = "_lewm_bench_reference"
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    from lewm_ros.cli import bench_subparsers
+    from lewm_ros.cli import add_json_flag, bench_subparsers
 
     parser = bench_subparsers(subparsers).add_parser(
-        "planner", help="time latent planning (ours vs the reference CEM on the same weights); one JSON line",
+        "planner", help="time latent planning (ours vs the reference CEM on the same weights); summary + JSON",
         description="Time LatentPlanner.plan from random latents (median over repeats after a warm-up plan), "
         "count its FLOPs, and time the reference stable-worldmodel CEMSolver on the same weights when it is "
-        "importable. Prints one JSON line on stdout.",
+        "importable. Prints a short summary, then one JSON line (the last line of stdout; --json: only it).",
     )
     source = parser.add_mutually_exclusive_group()
     source.add_argument("--preset", choices=PRESET_CHOICES, help="model sizes, random weights (default paper)")
@@ -100,6 +100,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--reference-only-iterations", type=int, metavar="K",
                         help="time the reference over K iterations and scale its ms per plan by iterations/K "
                         "(its CEM does the same work every iteration); saves minutes at the paper's sizes")
+    add_json_flag(parser)
     parser.set_defaults(run=run_planner_bench)
 
 
@@ -111,8 +112,36 @@ def run_planner_bench(args: argparse.Namespace) -> int:
     except (ValueError, BundleError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
+    if not args.json:
+        print(bench_summary(report))
     print(json.dumps(report))
     return 0
+
+
+def bench_summary(report: dict[str, Any]) -> str:
+    """The figures a person looks for, aligned, before the JSON line that holds everything."""
+    from lewm_ros.cli import aligned
+
+    s, model, ours, ref = report["settings"], report["model"], report["ours"], report["reference"]
+
+    def side(r: dict[str, Any]) -> str:
+        peak = r.get("fraction_of_peak")
+        share = f" = {peak:.1%} of peak" if isinstance(peak, (int, float)) and math.isfinite(peak) else ""
+        return (f"{r['ms_per_plan']:,.1f} ms per plan ({r['ms_per_iteration']:,.2f} ms per iteration), "
+                f"{r['rollouts_per_s']:,.0f} rollouts/s, {r['gflops_achieved']:,.1f} GFLOP/s{share}")  # fmt: skip
+
+    rows = [
+        ("bench planner", f"{s['planner']} {s['samples']} samples x {s['iterations']} iterations, top {s['elites']}, "
+                          f"horizon {s['horizon']}, {s['precision']}, {s['device']}, torch threads {s['threads']}"),
+        ("model", f"{model['source']}, {model['parameters']:,} parameters"),
+        ("ours", side(ours)),
+    ]  # fmt: skip
+    if ref is None:
+        rows.append(("reference", f"not timed: {report['reference_reason']}"))
+    else:
+        rows.append(("reference", side(ref)))
+        rows.append(("reference/ours", f"{report['reference_over_ours']:.2f}x (time per plan)"))
+    return aligned(rows)
 
 
 # ---- the bench ----------------------------------------------------------------------------------------

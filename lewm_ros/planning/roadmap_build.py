@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from lewm_ros.cli import float_in, int_in
+from lewm_ros.cli import add_json_flag, aligned, float_in, int_in
 
 if TYPE_CHECKING:
     from lewm_ros.planning.roadmap import Roadmap, RoadmapConfig
@@ -80,7 +80,23 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         help="drop kNN edges longer than this quantile (default 0.3)")  # fmt: skip
     parser.add_argument("--attach", type=int_in(1, 256), default=5, help="nodes a latent joins through (default 5)")
     parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default="cpu", help="encode on (default cpu)")
+    add_json_flag(parser)
     parser.set_defaults(run=run_roadmap)
+
+
+def roadmap_summary(summary: dict, args: argparse.Namespace) -> str:
+    """What was built, in a few lines a person reads before the JSON line."""
+    parts = summary["components"]
+    files = len(args.data)
+    suffix = {1: "st", 2: "nd", 3: "rd"}.get(args.stride % 10 if args.stride % 100 not in (11, 12, 13) else 0, "th")
+    frames = "every frame" if args.stride == 1 else f"every {args.stride}{suffix} frame"
+    return aligned([
+        ("roadmap", f"{summary['file']} ({summary['bytes'] / 2**20:.1f} MiB) in {summary['seconds']:.1f} s"),
+        ("nodes", f"{summary['nodes']:,} latents of {summary['latent_dim']} dims: {frames} of "
+                  f"{files} file{'s' if files != 1 else ''}"),
+        ("edges", f"{summary['edges']:,}, {parts} connected part{'s' if parts != 1 else ''}"),
+        ("radii", f"link {summary['link_radius']:.3g}, goal {summary['goal_radius']:.3g} (latent distance)"),
+    ])  # fmt: skip
 
 
 def run_roadmap(args: argparse.Namespace) -> int:
@@ -104,6 +120,8 @@ def run_roadmap(args: argparse.Namespace) -> int:
         return 2
     summary = {**roadmap.describe(), "file": str(out), "bytes": out.stat().st_size,
                "seconds": round(time.perf_counter() - started, 1)}  # fmt: skip
+    if not args.json:
+        print(roadmap_summary(summary, args))
     print(json.dumps(summary))
     if roadmap.components > 1:
         print(f"note: the graph has {roadmap.components} separate parts; goals in a small one are reached through "
