@@ -11,20 +11,18 @@ clock that stops the arm when commands stop (the ROS clock would freeze with the
 The node is ROS wiring only: task draws and the collision check come from lewm_ros.envs (the same ones
 ReachEnv uses), the JointTrajectory conversion from lewm_ros.control.trajectory.
 
-Threading: one physics thread owns the ReachEnv from creation to close. MuJoCo's offscreen GL context
-belongs to the thread that made it, and a single owner needs no lock around the simulation. Services
-hand their work to that thread and wait for the answer; command callbacks only swap in a new action.
+Threading: one physics thread (lewm_ros.envs.physics_thread) owns the ReachEnv from creation to close.
+Services hand their work to that thread and wait for the answer; command callbacks only swap in a new action.
 """
 
 from __future__ import annotations
 
 import math
-import queue
 import sys
 import threading
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 import rclpy
@@ -50,6 +48,7 @@ from trajectory_msgs.msg import JointTrajectory
 
 from lewm_ros.control.trajectory import TrajectoryError, joint_order, point_effort, point_velocity
 from lewm_ros.envs.mujoco_setup import mujoco
+from lewm_ros.envs.physics_thread import PhysicsThread
 from lewm_ros.envs.reach_env import ReachConfig, ReachEnv, StepResult
 from lewm_ros.envs.reachable_goals import reachable_goal
 from lewm_ros.envs.task_sampling import far_configuration
@@ -99,16 +98,6 @@ class _Command:
     expires_ns: int | None = None  # simulated time a trajectory point ends at; None = until replaced
 
 
-@dataclass
-class _Request:
-    """Work a service callback hands to the physics thread."""
-
-    kind: str  # "reset" or "teleport"
-    done: threading.Event = field(default_factory=threading.Event)
-    success: bool = False
-    message: str = ""
-
-
 def _describe(name: str, text: str, *, read_only: bool = False, **ranges: object) -> ParameterDescriptor:
     return ParameterDescriptor(name=name, description=text, read_only=read_only, **ranges)
 
@@ -133,12 +122,8 @@ def camera_info_for(env: ReachEnv, frame_id: str = CAMERA_FRAME) -> CameraInfo:
     The principal point is the image centre in ROS/OpenCV pixel-centre coordinates, (W-1)/2, (H-1)/2,
     because MuJoCo renders a symmetric frustum. Rendering is distortion-free (plumb_bob, all zeros).
     """
-    model = env.model
-    camera_id = mujoco.mj_name2id(model, mujoco.mjtObj.mjOBJ_CAMERA, env.camera_name)
-    if camera_id < 0:  # unnamed cameras are reported as "#<id>"
-        camera_id = int(env.camera_name.lstrip("#"))
     height, width = env.config.image_shape
-    focal = 0.5 * height / math.tan(math.radians(float(model.cam_fovy[camera_id])) / 2.0)
+    focal = 0.5 * height / math.tan(math.radians(float(env.model.cam_fovy[env.arm.camera_id])) / 2.0)
     cx, cy = (width - 1) / 2.0, (height - 1) / 2.0
     info = CameraInfo()
     info.header.frame_id = frame_id
@@ -160,8 +145,7 @@ class MujocoSim(Node):
         Raises SimConfigError (a readable one-liner) when the scene or parameters cannot work.
         """
         super().__init__(node_name, **node_kwargs)
-        self._stopping = False
-        self._thread: threading.Thread | None = None
+        self._physics: PhysicsThread | None = None
         try:
             self._declare_parameters()
             self._read_static_parameters()
@@ -266,10 +250,6 @@ class MujocoSim(Node):
         self.halted = False
         self._lock = threading.Lock()  # command state shared with subscription callbacks
         self._command: _Command | None = None
-        self._requests: queue.SimpleQueue[_Request] = queue.SimpleQueue()
-        self._wake = threading.Event()
-        self._ready = threading.Event()
-        self._startup_error: BaseException | None = None
         self.failure: str | None = None  # why the physics thread stopped, if it did
         self.accepted_commands = 0
         self.rejected_commands = 0
@@ -278,14 +258,21 @@ class MujocoSim(Node):
         self.teleports = 0
         self.steps = 0
         self.sim_time_ns = 0
-        self._thread = threading.Thread(target=self._physics_main, name=f"{self.get_name()}_physics", daemon=True)
-        self._thread.start()
-        if not self._ready.wait(STARTUP_TIMEOUT_S):
-            raise SimConfigError(f"the simulation did not start within {STARTUP_TIMEOUT_S:.0f} s")
-        if self._startup_error is not None:
-            error = self._startup_error
-            if isinstance(error, SimConfigError):
-                raise error
+        self._physics = PhysicsThread(
+            f"{self.get_name()}_physics",
+            open_env=self._open_and_start,
+            tick=self._step,
+            speed_factor=lambda: float(self.get_parameter("speed_factor").value),
+            work={"reset": self._start_episode, "teleport": self._teleport},
+            on_failure=self._physics_failed,
+        )
+        try:
+            self._physics.start(STARTUP_TIMEOUT_S)
+        except SimConfigError:
+            raise
+        except TimeoutError as error:
+            raise SimConfigError(str(error)) from error
+        except Exception as error:
             raise SimConfigError(f"cannot start scene {self.scene!r}: {error}") from error
 
     def _open_env(self) -> ReachEnv:
@@ -315,8 +302,7 @@ class MujocoSim(Node):
             )
         self.joint_names: tuple[str, ...] = tuple(names)
         self.scene_joint_names: tuple[str, ...] = tuple(scene_joints)
-        self._env_index = {name: i for i, name in enumerate(scene_joints)}
-        self._command_to_env = np.array([self._env_index[name] for name in names])
+        self._command_to_env = joint_order(names, scene_joints)  # command index -> scene index
         # a command value over this is a normalised action of 1: rad/s (m/s) on servo joints, N m (N) on
         # torque joints, which is what an effort controller sends
         self._action_scale = env.action_scale.copy()
@@ -327,59 +313,34 @@ class MujocoSim(Node):
         self._camera_name = env.camera_name
         self._camera_info = camera_info_for(env)
 
-    def _physics_main(self) -> None:
-        env: ReachEnv | None = None
+    def _open_and_start(self) -> ReachEnv:
+        """Physics thread: open the scene, bind the command joints, draw episode 0 (the env closes on failure)."""
+        env = self._open_env()
         try:
-            env = self._open_env()
             self._bind_joints(env)
             self._teleport_rng = np.random.default_rng([self.seed, 1])
             self._goal_rng = np.random.default_rng([self.seed, 2])
             self._qpos = env.qpos
             self._goal = env.goal_qpos
             self._start_episode(env, seed=self.seed)
-        except BaseException as error:  # reported by the constructor
-            self._startup_error = error
-            if env is not None:
-                env.close()
-            self._ready.set()
-            return
-        self._ready.set()
-        try:
-            self._loop(env)
-        except Exception as error:
-            if not self._stopping and self.context.ok():
-                self.failure = f"{type(error).__name__}: {error}"
-                self.get_logger().fatal(f"physics stopped: {self.failure}")
-        finally:
+        except BaseException:
             env.close()
-            self._fail_pending_requests()
+            raise
+        return env
+
+    def _physics_failed(self, error: Exception) -> None:
+        if self.context.ok():
+            self.failure = f"{type(error).__name__}: {error}"
+            self.get_logger().fatal(f"physics stopped: {self.failure}")
 
     # ----------------------------------------------------------------- physics thread: running
 
-    def _loop(self, env: ReachEnv) -> None:
-        """Step once per control_dt / speed_factor on the steady clock; serve requests in between."""
-        dt_ns = round(self._env_control_dt * 1e9)
-        next_tick = time.monotonic()
-        while not self._stopping:
-            self._serve_requests(env)
-            speed = float(self.get_parameter("speed_factor").value)
-            now = time.monotonic()
-            if speed > 0 and now < next_tick:
-                self._wake.wait(next_tick - now)
-                self._wake.clear()
-                continue
-            result = env.step(self._current_action())
-            self.steps += 1
-            self.sim_time_ns += dt_ns
-            self._publish_step(result)
-            if speed > 0:
-                period = self._env_control_dt / speed
-                next_tick += period
-                if time.monotonic() - next_tick > max(0.25, 5 * period):
-                    next_tick = time.monotonic()  # fell far behind: resume pacing instead of bursting
-            else:
-                next_tick = time.monotonic()
-                time.sleep(0)  # let executor threads in between flat-out steps
+    def _step(self, env: ReachEnv) -> None:
+        """One control period with the command in force, then its messages."""
+        result = env.step(self._current_action())
+        self.steps += 1
+        self.sim_time_ns += round(self._env_control_dt * 1e9)
+        self._publish_step(result)
 
     def _current_action(self) -> np.ndarray:
         """The last valid command; zeros once it is older than command_timeout_ms (steady clock) or, for a
@@ -394,23 +355,6 @@ class MujocoSim(Node):
         ):
             return np.zeros(len(self.scene_joint_names))
         return command.action
-
-    def _serve_requests(self, env: ReachEnv) -> None:
-        while True:
-            try:
-                request = self._requests.get_nowait()
-            except queue.Empty:
-                return
-            try:
-                if request.kind == "reset":
-                    request.message = self._start_episode(env)
-                else:
-                    request.message = self._teleport(env)
-                request.success = True
-            except Exception as error:
-                request.message = f"{request.kind} failed: {type(error).__name__}: {error}"
-            finally:
-                request.done.set()
 
     def _start_episode(self, env: ReachEnv, seed: int | None = None) -> str:
         """New start and goal; the env's generator, seeded once at startup, makes the sequence reproducible."""
@@ -549,25 +493,12 @@ class MujocoSim(Node):
         return response
 
     def _ask_physics(self, kind: str) -> tuple[bool, str]:
-        if self._thread is None or not self._thread.is_alive():
+        if self._physics is None or not self._physics.alive:
             return False, f"physics is not running ({self.failure or 'node shutting down'})"
-        request = _Request(kind)
-        self._requests.put(request)
-        self._wake.set()
-        if not request.done.wait(SERVICE_TIMEOUT_S):
-            return False, f"{kind} timed out after {SERVICE_TIMEOUT_S:.0f} s"
-        if not request.success:
-            self.get_logger().error(request.message)
-        return request.success, request.message
-
-    def _fail_pending_requests(self) -> None:
-        while True:
-            try:
-                request = self._requests.get_nowait()
-            except queue.Empty:
-                return
-            request.message = "physics stopped"
-            request.done.set()
+        success, message = self._physics.ask(kind, SERVICE_TIMEOUT_S)
+        if not success:
+            self.get_logger().error(message)
+        return success, message
 
     # ----------------------------------------------------------------- state for in-process users
 
@@ -588,14 +519,9 @@ class MujocoSim(Node):
 
     def destroy_node(self) -> None:
         """Stop and join the physics thread (it closes the env) before the node's handles go away."""
-        self._stopping = True
-        thread = self._thread
-        if thread is not None and thread is not threading.current_thread():
-            self._wake.set()
-            thread.join(timeout=10.0)
-            if thread.is_alive():
-                self.get_logger().error("physics thread did not stop within 10 s")
-        self._thread = None
+        physics, self._physics = self._physics, None
+        if physics is not None and not physics.stop(10.0):
+            self.get_logger().error("physics thread did not stop within 10 s")
         super().destroy_node()
 
 
