@@ -145,13 +145,16 @@ def warn_fallback(message: str) -> None:
 
 
 def choose_precision(
-    device: torch.device, requested: str, workload: Callable[[str], Any], repeats: int = 3
+    device: torch.device, requested: str, workload: Callable[[str], Any], repeats: int = 3,
+    progress: Callable[[str], Any] | None = None,
 ) -> tuple[str, dict[str, float]]:
     """The precision to use and the ms per workload call measured for each candidate (empty if not measured).
 
     CUDA: bf16 where supported, else fp16 (no measurement needed). CPU: fp32 vs bf16, each timed
     `repeats` times after one warm-up call; bf16 is kept only when it is at least 10% faster.
-    """
+    `progress(line)` after every call: on a loaded CPU a training step takes seconds, and the measurement
+    minutes, which must not look like a hang.
+    """  # fmt: skip
     if requested != "auto":
         check_precision(device, requested)
         return requested, {}
@@ -159,10 +162,16 @@ def choose_precision(
         return ("bf16" if torch.cuda.is_bf16_supported() else "fp16"), {}
     timings: dict[str, float] = {}
     for precision in ("fp32", "bf16"):
-        workload(precision)
         started = time.perf_counter()
-        for _ in range(repeats):
+        workload(precision)
+        if progress is not None:
+            progress(f"measuring precision: {precision} warm-up call {time.perf_counter() - started:.1f} s")
+        started = time.perf_counter()
+        for call in range(repeats):
             workload(precision)
+            if progress is not None:
+                progress(f"measuring precision: {precision} call {call + 1}/{repeats}, "
+                         f"{(time.perf_counter() - started) / (call + 1):.1f} s each")  # fmt: skip
         timings[precision] = 1000 * (time.perf_counter() - started) / repeats
     chosen = "bf16" if timings["bf16"] < 0.9 * timings["fp32"] else "fp32"
     return chosen, timings

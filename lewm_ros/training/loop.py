@@ -219,7 +219,7 @@ def _run(args, settings, ddp, device, info, cfg, spec, train_eps, val_eps, actio
     if saved_state is not None:
         precision, timings = saved_state["precision"], {}
     else:
-        precision, timings = _pick_precision(settings, objective, sigreg, stream, device, ddp)
+        precision, timings = _pick_precision(settings, objective, sigreg, stream, device, ddp, log)
     if ddp.active and device.type == "cuda":
         objective = torch.nn.SyncBatchNorm.convert_sync_batchnorm(objective)
     wrapped = (
@@ -256,7 +256,7 @@ def _run(args, settings, ddp, device, info, cfg, spec, train_eps, val_eps, actio
         if settings.epochs is not None:
             total_steps = settings.epochs * batches_per_epoch
         else:
-            step_s = _measure_step_seconds(objective, sigreg, stream, device, precision, settings)
+            step_s = _measure_step_seconds(objective, sigreg, stream, device, precision, settings, log)
             total_steps = max(1, int(settings.minutes * 60 * BUDGET_RESERVE / step_s))
             if ddp.active:
                 shared = torch.tensor([total_steps], dtype=torch.float64)
@@ -516,8 +516,9 @@ def _sample_batch(stream, device):
     return torch.from_numpy(frames).to(device), torch.from_numpy(blocks).to(device)
 
 
-def _pick_precision(settings, objective, sigreg, stream, device, ddp):
-    """Measure on a copy of the model with the RNG state saved and restored, so training is unaffected."""
+def _pick_precision(settings, objective, sigreg, stream, device, ddp, log=print):
+    """Measure on a copy of the model with the RNG state saved and restored, so training is unaffected;
+    a progress line per measured step through `log` (minutes on a loaded CPU must not look like a hang)."""
     if settings.precision != "auto":
         try:
             check_precision(device, settings.precision)
@@ -532,7 +533,8 @@ def _pick_precision(settings, objective, sigreg, stream, device, ddp):
         probe.zero_grad(set_to_none=True)
         _train_step_workload(probe, sigreg, frames, blocks, device, precision, settings)
 
-    chosen, timings = choose_precision(device, "auto", workload, repeats=2)
+    chosen, timings = choose_precision(device, "auto", workload, repeats=2,
+                                       progress=lambda line: log(f"start-up: {line}", flush=True))  # fmt: skip
     _set_rng_state(device, rng)
     if ddp.active:
         shared = [chosen]
@@ -541,8 +543,9 @@ def _pick_precision(settings, objective, sigreg, stream, device, ddp):
     return chosen, timings
 
 
-def _measure_step_seconds(objective, sigreg, stream, device, precision, settings) -> float:
-    """Median time of a full optimiser step on a copy (RNG restored): turns --minutes into a step count."""
+def _measure_step_seconds(objective, sigreg, stream, device, precision, settings, log=print) -> float:
+    """Median time of a full optimiser step on a copy (RNG restored): turns --minutes into a step count;
+    a progress line per step through `log`."""
     rng = _rng_state(device)
     probe = copy.deepcopy(objective)
     optimizer = torch.optim.AdamW(probe.parameters(), lr=0.0)
@@ -554,6 +557,7 @@ def _measure_step_seconds(objective, sigreg, stream, device, precision, settings
         _train_step_workload(probe, sigreg, frames, blocks, device, precision, settings)
         optimizer.step()
         times.append(time.perf_counter() - started)
+        log(f"start-up: timing a training step for --minutes: {len(times)}/4, {times[-1]:.1f} s", flush=True)
     _set_rng_state(device, rng)
     return float(sorted(times[1:])[len(times[1:]) // 2])
 
