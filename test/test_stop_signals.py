@@ -123,6 +123,15 @@ class Controller:
             self.camera.publish(frame)
             time.sleep(0.05)
 
+    def wait_for_command_publisher(self, timeout: float = 30.0) -> None:
+        """DDS discovery of the agent's command publisher (created at configure) takes a moment: a safe command
+        sent before it matched our subscription would never reach us."""
+        deadline = time.monotonic() + timeout
+        while self.node.count_publishers("/velocity_controller/commands") == 0:
+            assert time.monotonic() < deadline, "the agent's command publisher never appeared"
+            time.sleep(0.05)
+        time.sleep(0.3)  # matched on our side; give the writer side the same moment
+
     def settle(self) -> None:
         time.sleep(0.5)  # the last commands in flight arrive
 
@@ -183,6 +192,7 @@ def test_configured_inactive_agent_exits_on_sigint_with_only_safe_commands(contr
     process = agent()
     try:
         assert controller.transition(Transition.TRANSITION_CONFIGURE)
+        controller.wait_for_command_publisher()
         elapsed = process.stop(signal.SIGINT)
     finally:
         process.kill()
