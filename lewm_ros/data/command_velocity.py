@@ -1,9 +1,9 @@
 """Recorded commands as joint velocities: Float64MultiArray data, or a JointTrajectory's first point.
 
-Float64MultiArray data are joint velocities in joint order. A JointTrajectory point gives velocities (acting
-for its time_from_start, then zero), or positions, differenced against the current position:
-(target - current) / time_from_start, at least one control period. Commands that cannot be read so are
-counted by reason and skipped: the previous command holds.
+Float64MultiArray data are joint velocities in joint order. A JointTrajectory's first point is read by the
+same rules as the simulator reads a live one (control/trajectory.py): velocities acting for its time_from_start,
+or positions differenced against the current position over max(time_from_start, one control period).
+Commands that cannot be read so are counted by reason and skipped: the previous command holds.
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ from typing import Any
 
 import numpy as np
 
+from lewm_ros.control.trajectory import TrajectoryError, joint_order, point_velocity
 from lewm_ros.data.conversion_scan import Key
 from lewm_ros.data.conversion_spec import ARRAY_COMMAND
 
@@ -42,7 +43,6 @@ def command_velocities(
     the previous target stands in. `min_duration` (s) is the shortest time a position step is spread over.
     """
     n = len(names)
-    position = {name: i for i, name in enumerate(names)}
     commands: list[Command] = []
     previous_target: np.ndarray | None = None
     for key, msgtype, msg in sorted(messages, key=lambda c: c[0]):
@@ -54,20 +54,19 @@ def command_velocities(
                 continue
         else:
             msg_names = [str(x) for x in msg.joint_names]
-            if sorted(msg_names) != sorted(names):
+            try:
+                order = joint_order(msg_names, names)
+            except TrajectoryError:
                 refused[f"JointTrajectory joints {msg_names[:8]} differ from {list(names)}"] += 1
                 continue
             if not len(msg.points):
                 refused["JointTrajectory without points"] += 1
                 continue
             point = msg.points[0]
-            order = np.array([position[x] for x in msg_names])
-            horizon = int(point.time_from_start.sec) * 1_000_000_000 + int(point.time_from_start.nanosec)
-            velocity = np.empty(n)
-            if len(point.velocities) == n:
-                velocity[order] = np.asarray(point.velocities, dtype=np.float64)
-                expires = key[0] + horizon if horizon > 0 else None
-            elif len(point.positions) == n:
+            seconds = int(point.time_from_start.sec) + int(point.time_from_start.nanosec) * 1e-9
+            velocities = point.velocities if len(point.velocities) == n else []
+            reference = np.zeros(n)  # a velocity point needs no position
+            if not len(velocities) and len(point.positions) == n:
                 target = np.empty(n)
                 target[order] = np.asarray(point.positions, dtype=np.float64)
                 reference = previous_target if position_at is None else position_at(key[0])
@@ -75,12 +74,14 @@ def command_velocities(
                 if reference is None:
                     refused["position trajectory without a current position to difference"] += 1
                     continue
-                duration = max(horizon * 1e-9, min_duration)
-                velocity = (target - reference) / duration
-                expires = key[0] + round(duration * 1e9)
-            else:
+            try:
+                velocity, acts_s = point_velocity(order, positions=point.positions, velocities=velocities,
+                                                  time_from_start_s=seconds, current=reference,
+                                                  min_duration_s=min_duration)  # fmt: skip
+            except TrajectoryError:
                 refused["JointTrajectory point without a velocity or position per joint"] += 1
                 continue
+            expires = None if acts_s is None else key[0] + round(acts_s * 1e9)
         if not np.all(np.isfinite(velocity)):
             refused["NaN or inf in the command"] += 1
             continue
