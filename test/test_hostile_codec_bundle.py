@@ -10,6 +10,8 @@ import array
 import json
 import shutil
 import struct
+import subprocess
+import sys
 import time
 import tracemalloc
 import zlib
@@ -412,6 +414,37 @@ def test_model_over_the_parameter_bound_is_refused_before_allocation(bundle):
     with pytest.raises(ConfigError):
         LeWMConfig.from_dict(json.loads((bundle / "model.json").read_text())["config"])
     raises_quickly_and_small(lambda: load_bundle(bundle), BundleError, r"config: the model would have 1,")
+
+
+# Peak resident memory of a fresh interpreter across load_bundle: torch's allocations are invisible to
+# tracemalloc, so the measure is the process's own high-water mark (ru_maxrss, KiB on Linux).
+LOAD_AND_MEASURE = """
+import json, resource, sys
+from lewm_ros.model.bundle import BundleError, expected_shapes, load_bundle
+from lewm_ros.model.config import preset
+expected_shapes(preset("tiny"))  # the meta-device machinery, warmed up outside the measurement
+before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+try:
+    load_bundle(sys.argv[1])
+    message = None
+except BundleError as err:
+    message = str(err)
+grew = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before
+print(json.dumps({"message": message, "grew_mib": grew / 1024}))
+"""
+
+
+def test_a_config_claiming_sizes_its_weights_lack_is_refused_before_the_model_is_built(bundle):
+    # a 2^21-wide projector: well-typed, under the parameter bound (281M), and 1.1 GB once built
+    edit_meta(bundle, set_in("config.projector_hidden", 2**21))
+    assert LeWMConfig.from_dict(json.loads((bundle / "model.json").read_text())["config"]).parameter_estimate() > 2.8e8
+    done = subprocess.run([sys.executable, "-c", LOAD_AND_MEASURE, str(bundle)], capture_output=True, text=True,
+                          timeout=120)  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    result = json.loads(done.stdout.strip().splitlines()[-1])
+    assert result["message"] is not None and "config.projector_hidden = 2097152" in result["message"]
+    assert "projector.fc1.weight has shape (64, 32) in weights.pt, the config needs (2097152, 32)" in result["message"]
+    assert result["grew_mib"] < 100, result  # building the model first took 1.1 GB
 
 
 @pytest.mark.parametrize(

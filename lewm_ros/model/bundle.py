@@ -14,8 +14,11 @@ order and before any tensor is allocated: model.json's size (<= META_MAX_BYTES),
 number limits included), every field's type and range (`LeWMConfig.from_dict`, naming the field), the
 model size computed from the config (<= config.MAX_PARAMETERS, 500M), the action statistics (finite, std
 > 0, action_dim of each), and weights.pt's size against what the config's parameters can need. Then every
-weight must be a tensor of the expected name, shape and kind, with finite values. Each failure is one
-`BundleError` whose message (one line) names the file and the field or entry.
+weight must be a tensor of the expected name and shape, compared with shapes computed on torch's meta device
+(no memory) before the model is built, so a config claiming sizes its weights do not have (a 2^21-wide
+projector: 1.1 GB) is refused naming the config field, not after allocating them; then of the expected kind,
+with finite values. Each failure is one `BundleError` whose message (one line) names the file and the field
+or entry.
 """
 
 from __future__ import annotations
@@ -302,11 +305,43 @@ def load_bundle(
     if not isinstance(state, dict):
         raise BundleError(f"{weights_file}: expected a state dict, got {type(state).__name__}")
     _check_entries(state, str(weights_file))
+    _check_fits_config(state, config, root / META_FILE, weights_file)  # before LeWM(config) allocates anything
     model = LeWM(config)
     check_state_dict(model, state, str(weights_file))
     model.load_state_dict(state)
     model = model.to(device=device, dtype=dtype).eval()
     return Bundle(root, config, model, mean, std, meta)
+
+
+def expected_shapes(config: LeWMConfig) -> dict[str, tuple[int, ...]]:
+    """The shape of every state-dict entry of LeWM(config), from a model built on the meta device: exact,
+    and without allocating the tensors (a hostile config may claim gigabytes)."""
+    with torch.device("meta"):
+        model = LeWM(config)
+    return {key: tuple(value.shape) for key, value in model.state_dict().items()}
+
+
+def _check_fits_config(state: dict[str, Tensor], config: LeWMConfig, meta_file: Path, weights_file: Path) -> None:
+    """BundleError when the weights' names or shapes disagree with the config, naming the config field whose
+    value appears only on the config's side of the first mismatched shape (e.g. config.projector_hidden)."""
+    expected = expected_shapes(config)
+    if set(expected) != set(state):
+        missing, unexpected = sorted(set(expected) - set(state)), sorted(set(state) - set(expected))
+        problems = [f"missing keys {missing[:10]}" if missing else "", f"unexpected keys {unexpected[:10]}"
+                    if unexpected else ""]  # fmt: skip
+        raise BundleError(f"{weights_file} does not fit the config in {meta_file.name}: "
+                          + "; ".join(p for p in problems if p))  # fmt: skip
+    sizes = config.size_fields()
+    for key, shape in expected.items():
+        found = tuple(state[key].shape)
+        if found == shape:
+            continue
+        claimed = [f"{path} = {value}" for path, value in sizes.items() if value in shape and value not in found]
+        what = f"{key} has shape {found} in {weights_file.name}, the config needs {shape}"
+        if claimed:
+            raise BundleError(f"{meta_file}: the weights do not have the size the config claims for "
+                              f"{', '.join(claimed[:3])}: {what}")  # fmt: skip
+        raise BundleError(f"{meta_file}: the config disagrees with the weights: {what}")
 
 
 def _check_entries(state: dict[Any, Any], source: str) -> None:

@@ -161,6 +161,17 @@ class LeWMConfig:
                 )
         return self
 
+    def size_fields(self) -> dict[str, int]:
+        """Every integer field by its path ("config.encoder.width": 128), so a loader whose weights disagree
+        with the config can name the field that claims the odd size."""
+        sizes = {f"config.{name}": getattr(self, name) for name in ("latent_dim", "projector_hidden")}
+        for part_name in _PARTS:
+            part = getattr(self, part_name)
+            for name, kind in _FIELD_KINDS[type(part)].items():
+                if kind == "int":
+                    sizes[f"config.{part_name}.{name}"] = getattr(part, name)
+        return sizes
+
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
