@@ -1,4 +1,5 @@
-"""`lewm-ros train` / `python -m lewm_ros.train`: LeWM from HDF5 episodes to a model bundle.
+"""`lewm-ros train` / `python -m lewm_ros.train`: LeWM from HDF5 episodes to a model bundle; and
+`lewm-ros export`: a bundle from a run's checkpoint, ONNX / torch.export encoder files.
 
 One process, or one per GPU under torchrun (DDP, the DDP-exact SIGReg). The objective is the paper's:
 teacher-forced next-latent MSE over windows of `history + 1` frames plus lambda x SIGReg of the window's
@@ -12,32 +13,10 @@ bundle/ (model.json + weights + TorchScript). `--resume` continues exactly where
 from __future__ import annotations
 
 import argparse
-import math
-import os
 import sys
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
-DEFAULT_EPOCHS = 10
-DEFAULT_PRESET = "reach64-small"  # the CPU preset, chosen by closed-loop success (docs/training.md)
-DEFAULT_LR = {"paper": 5e-5}  # the paper's; the small CPU presets learn faster at 1e-3 (bench/reach64_sizing.py)
-FALLBACK_LR = 1e-3
-# lambda: the paper's 0.1 for its preset; 1.0 for the small CPU presets, where 0.1 left the elbow out of the latents
-# in a 20-minute run (probe R^2 -0.1 vs 0.54) and closed-loop success at 27% vs 66% (docs/training.md)
-DEFAULT_SIGREG_WEIGHT = {"paper": 0.1}
-FALLBACK_SIGREG_WEIGHT = 1.0
-BUDGET_RESERVE = 0.85  # --minutes: the share of the budget planned for training steps (rest: evals, export)
-COMPARED_SETTINGS = (
-    "data", "preset", "init", "batch_size", "lr", "weight_decay", "sigreg_weight", "sigreg_directions",
-    "warmup_fraction", "grad_clip", "epochs", "minutes", "seed", "val_fraction", "precision", "world_size",
-)  # fmt: skip
-EXIT_BAD_INPUT, EXIT_NONFINITE, EXIT_EXPORT_FAILED, EXIT_SIGINT, EXIT_SIGTERM = 2, 3, 4, 130, 143
-
-
-class TrainError(RuntimeError):
-    """A problem found before training starts (bad flags, data, run directory); exit code 2."""
-
+from lewm_ros.training.settings import DEFAULT_EPOCHS, DEFAULT_PRESET, EXIT_BAD_INPUT, TrainError
 
 # ------------------------------------------------------------------------------------------- arguments
 
@@ -82,9 +61,19 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
+    """`lewm-ros train`, and `lewm-ros export`, which turns a run's checkpoint into a bundle."""
     parser = subparsers.add_parser("train", help="train LeWM on HDF5 episodes; writes a model bundle")
     add_arguments(parser)
     parser.set_defaults(run=run_cli)
+
+    exp = subparsers.add_parser(
+        "export", help="bundle from a training run (--out), and/or add ONNX / torch.export encoder files"
+    )
+    exp.add_argument("bundle", type=Path, help="bundle directory, or a training run directory with --out")
+    exp.add_argument("--out", type=Path, help="write the run's checkpoint as a bundle here")
+    exp.add_argument("--onnx", action="store_true", help="write encoder.onnx (opset 18)")
+    exp.add_argument("--pt2", action="store_true", help="write encoder.pt2 (torch.export)")
+    exp.set_defaults(run=export_cmd)
 
 
 def run_cli(args: argparse.Namespace) -> int:
@@ -95,195 +84,44 @@ def run_cli(args: argparse.Namespace) -> int:
         return EXIT_BAD_INPUT
 
 
-# ------------------------------------------------------------------------------------------- settings
-
-
-@dataclass
-class Settings:
-    """Everything that defines a run; compared on --resume."""
-
-    data: list[str]
-    preset: str | None
-    init: str | None
-    batch_size: int
-    lr: float
-    weight_decay: float
-    sigreg_weight: float
-    sigreg_directions: int
-    warmup_fraction: float
-    grad_clip: float
-    epochs: int | None
-    minutes: float | None
-    seed: int
-    val_fraction: float
-    precision: str
-    world_size: int
-    extra: dict[str, Any] = field(default_factory=dict)
-
-    def compared(self) -> dict[str, Any]:
-        return {name: getattr(self, name) for name in COMPARED_SETTINGS}
-
-
-def resolve_settings(args: argparse.Namespace, world: int, saved: dict[str, Any] | None) -> Settings:
-    """Flags -> Settings; on resume, flags not given come from the checkpoint and given ones must agree."""
-    given = {
-        "data": [str(p.resolve()) for p in args.data] if args.data else None,
-        "preset": args.preset, "init": str(args.init.resolve()) if args.init else None,
-        "batch_size": args.batch_size, "lr": args.lr, "weight_decay": args.weight_decay,
-        "sigreg_weight": args.sigreg_weight, "sigreg_directions": args.sigreg_directions,
-        "warmup_fraction": args.warmup_fraction, "grad_clip": args.grad_clip, "epochs": args.epochs,
-        "minutes": args.minutes, "seed": args.seed, "val_fraction": args.val_fraction, "precision": args.precision,
-        "world_size": world,
-    }  # fmt: skip
-    if saved is not None:
-        differences = [
-            f"{name}: checkpoint {saved.get(name)!r}, now {value!r}"
-            for name, value in given.items()
-            if value is not None and value != saved.get(name) and not (name == "epochs" and saved.get("minutes"))
-        ]
-        if args.epochs is not None and saved.get("minutes") is not None:
-            differences.append(f"budget: checkpoint --minutes {saved['minutes']}, now --epochs {args.epochs}")
-        if args.minutes is not None and saved.get("epochs") is not None:
-            differences.append(f"budget: checkpoint --epochs {saved['epochs']}, now --minutes {args.minutes}")
-        if differences:
-            raise TrainError("--resume with settings that differ from the run's: " + "; ".join(differences))
-        return Settings(**{name: saved[name] for name in COMPARED_SETTINGS})
-    if not given["data"]:
-        raise TrainError("--data FILE.h5 is required (repeat it for several files)")
-    preset = given["preset"]
-    if preset is None and given["init"] is None:
-        preset = DEFAULT_PRESET
-    epochs = given["epochs"]
-    if epochs is None and given["minutes"] is None:
-        epochs = DEFAULT_EPOCHS
-    settings = Settings(
-        data=given["data"], preset=preset, init=given["init"],
-        batch_size=_default(given["batch_size"], 64),
-        lr=_default(given["lr"], DEFAULT_LR.get(preset or "", FALLBACK_LR)),
-        weight_decay=_default(given["weight_decay"], 1e-3),
-        sigreg_weight=_default(given["sigreg_weight"], DEFAULT_SIGREG_WEIGHT.get(preset or "", FALLBACK_SIGREG_WEIGHT)),
-        sigreg_directions=_default(given["sigreg_directions"], 1024),
-        warmup_fraction=_default(given["warmup_fraction"], 0.05),
-        grad_clip=_default(given["grad_clip"], 1.0), epochs=epochs, minutes=given["minutes"],
-        seed=_default(given["seed"], 0), val_fraction=_default(given["val_fraction"], 0.1),
-        precision=_default(given["precision"], "auto"), world_size=world,
-    )  # fmt: skip
-    _check_values(settings)
-    return settings
-
-
-def _default(value: Any, fallback: Any) -> Any:
-    return fallback if value is None else value
-
-
-def check_run_flags(args: argparse.Namespace) -> None:
-    """Flags that shape how a run goes rather than what it learns (not compared on --resume)."""
-    problems = []
-    if args.log_every < 1:
-        problems.append(f"--log-every must be >= 1, got {args.log_every}")
-    if args.max_val_windows < 1:
-        problems.append(f"--max-val-windows must be >= 1, got {args.max_val_windows}")
-    if not args.max_ram_gb > 0:
-        problems.append(f"--max-ram-gb must be positive, got {args.max_ram_gb}")
-    if not args.checkpoint_minutes >= 0:
-        problems.append(f"--checkpoint-minutes must be >= 0, got {args.checkpoint_minutes}")
-    if args.workers < 0:
-        problems.append(f"--workers must be >= 0, got {args.workers}")
-    if args.threads is not None and args.threads < 1:
-        problems.append(f"--threads must be >= 1, got {args.threads}")
-    if args.stop_after is not None and args.stop_after < 1:
-        problems.append(f"--stop-after must be >= 1, got {args.stop_after}")
-    if problems:
-        raise TrainError("; ".join(problems))
-
-
-def _check_values(s: Settings) -> None:
-    problems = []
-    if s.batch_size < 2 or s.batch_size % s.world_size:
-        problems.append(f"--batch-size {s.batch_size} must be >= 2 and divisible by the {s.world_size} processes")
-    elif s.batch_size // s.world_size < 2:
-        problems.append("each process needs at least 2 windows per step (BatchNorm, SIGReg)")
-    if not (s.lr > 0 and math.isfinite(s.lr)):
-        problems.append(f"--lr must be positive, got {s.lr}")
-    if s.epochs is not None and s.epochs < 1:
-        problems.append(f"--epochs must be >= 1, got {s.epochs}")
-    if s.minutes is not None and not (s.minutes > 0 and math.isfinite(s.minutes)):
-        problems.append(f"--minutes must be positive and finite, got {s.minutes}")
-    if not 0 <= s.val_fraction < 1:
-        problems.append(f"--val-fraction must be in [0, 1), got {s.val_fraction}")
-    finite = all(math.isfinite(v) for v in (s.sigreg_weight, s.weight_decay, s.grad_clip))
-    if not finite or s.sigreg_weight < 0 or s.weight_decay < 0 or s.grad_clip <= 0 or s.sigreg_directions < 1:
-        problems.append("--sigreg-weight and --weight-decay must be >= 0, --grad-clip and --sigreg-directions > 0")
-    if not 0 <= s.seed < 2**63:
-        problems.append(f"--seed must be a non-negative 64-bit integer, got {s.seed}")
-    if not 0 <= s.warmup_fraction < 1:
-        problems.append(f"--warmup-fraction must be in [0, 1), got {s.warmup_fraction}")
-    if problems:
-        raise TrainError("; ".join(problems))
-
-
-def learning_rate(step: int, total: int, base: float, warmup_fraction: float) -> float:
-    """Linear warm-up over the first warmup_fraction of the steps, then cosine down to 1% of base."""
-    warmup = max(1, round(warmup_fraction * total))
-    if step < warmup:
-        return base * (step + 1) / warmup
-    progress = min(1.0, (step - warmup) / max(1, total - warmup))
-    return base * (0.01 + 0.99 * 0.5 * (1.0 + math.cos(math.pi * progress)))
-
-
-# ------------------------------------------------------------------------------------------- distributed
-
-
-@dataclass
-class Dist:
-    rank: int = 0
-    world: int = 1
-    local_rank: int = 0
-
-    @property
-    def main(self) -> bool:
-        return self.rank == 0
-
-    @property
-    def active(self) -> bool:
-        return self.world > 1
-
-
-def dist_from_env() -> Dist:
-    env = os.environ
-    return Dist(int(env.get("RANK", 0)), int(env.get("WORLD_SIZE", 1)), int(env.get("LOCAL_RANK", 0)))
-
-
-# ------------------------------------------------------------------------------------------- the run
-
-
-def prepare_out_dir(out: Path, resume: bool, is_main: bool) -> None:
-    from lewm_ros.training.checkpoint import CHECKPOINT_FILE
-
-    if resume:
-        if not (out / CHECKPOINT_FILE).is_file():
-            raise TrainError(f"--resume: {out} holds no {CHECKPOINT_FILE} to continue from")
-        return
-    if out.exists() and (not out.is_dir() or any(out.iterdir())):
-        raise TrainError(
-            f"--out {out} exists and is not empty; pass --resume to continue it, or choose a new directory"
-        )
-    if not is_main:
-        return
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-        probe = out / ".write_test"
-        probe.write_text("ok")
-        probe.unlink()
-    except OSError as err:
-        raise TrainError(f"--out {out} is not writable: {err}") from err
-
-
 def train(args: argparse.Namespace) -> int:
     """Run (or resume) training; TrainError for problems found before any work is done."""
-    from lewm_ros.training.loop import run_training
+    from lewm_ros.training.loop import run_training  # lazy: torch only when a run starts, not for --help
 
     return run_training(args)
+
+
+def export_cmd(args: argparse.Namespace) -> int:
+    """A bundle from a run's checkpoint (--out) and/or ONNX / torch.export encoder files; errors exit 2."""
+    # lazy, as in train(): torch is imported when an export runs, not when the parser is built
+    from lewm_ros.model.bundle import BundleError, export_encoder_onnx, export_encoder_pt2, load_bundle
+
+    target = args.bundle
+    if args.out is not None:
+        from lewm_ros.training.checkpoint import CheckpointError
+        from lewm_ros.training.export import export_checkpoint
+
+        try:
+            target = export_checkpoint(args.bundle, args.out)
+        except (CheckpointError, BundleError, ValueError) as err:
+            print(f"error: {err}", file=sys.stderr)
+            return 2
+        print(f"wrote bundle {target} from {args.bundle}")
+    elif not (args.onnx or args.pt2):
+        print("error: choose --out (export a training run) and/or --onnx, --pt2", file=sys.stderr)
+        return 2
+    if not (args.onnx or args.pt2):
+        return 0
+    try:
+        bundle = load_bundle(target)
+    except BundleError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    if args.onnx:
+        print(f"wrote {export_encoder_onnx(bundle)}")
+    if args.pt2:
+        print(f"wrote {export_encoder_pt2(bundle)}")
+    return 0
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -1,4 +1,8 @@
-"""`lewm-ros model-info`, `lewm-ros import-reference`, `lewm-ros export`: model subcommands."""
+"""`lewm-ros model-info`, `lewm-ros import-reference`: model subcommands.
+
+`lewm-ros export` lives with the training command line (lewm_ros/train.py): it reads training checkpoints,
+and the model package does not import the training package.
+"""
 
 from __future__ import annotations
 
@@ -40,15 +44,6 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     imp.add_argument("--action-std", type=float_in(0.0, 1e9, low_open=True), nargs="+",
                      help="per-dimension action std, positive (default 1)")
     imp.set_defaults(run=import_reference_cmd)
-
-    exp = subparsers.add_parser(
-        "export", help="bundle from a training run (--out), and/or add ONNX / torch.export encoder files"
-    )
-    exp.add_argument("bundle", type=Path, help="bundle directory, or a training run directory with --out")
-    exp.add_argument("--out", type=Path, help="write the run's checkpoint as a bundle here")
-    exp.add_argument("--onnx", action="store_true", help="write encoder.onnx (opset 18)")
-    exp.add_argument("--pt2", action="store_true", help="write encoder.pt2 (torch.export)")
-    exp.set_defaults(run=export_cmd)
 
 
 def parameter_counts(model) -> dict[str, int]:
@@ -160,35 +155,4 @@ def import_reference_cmd(args: argparse.Namespace) -> int:
         return fail(err)
     counts = parameter_counts(model)
     print(f"wrote bundle {args.out} ({counts['total']:,d} parameters)")
-    return 0
-
-
-def export_cmd(args: argparse.Namespace) -> int:
-    from lewm_ros.model.bundle import BundleError, export_encoder_onnx, export_encoder_pt2, load_bundle
-
-    target = args.bundle
-    if args.out is not None:
-        from lewm_ros.training.checkpoint import CheckpointError
-        from lewm_ros.training.export import export_checkpoint
-
-        try:
-            target = export_checkpoint(args.bundle, args.out)
-        except (CheckpointError, BundleError, ValueError) as err:
-            print(f"error: {err}", file=sys.stderr)
-            return 2
-        print(f"wrote bundle {target} from {args.bundle}")
-    elif not (args.onnx or args.pt2):
-        print("error: choose --out (export a training run) and/or --onnx, --pt2", file=sys.stderr)
-        return 2
-    if not (args.onnx or args.pt2):
-        return 0
-    try:
-        bundle = load_bundle(target)
-    except BundleError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
-    if args.onnx:
-        print(f"wrote {export_encoder_onnx(bundle)}")
-    if args.pt2:
-        print(f"wrote {export_encoder_pt2(bundle)}")
     return 0

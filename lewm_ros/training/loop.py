@@ -1,4 +1,5 @@
-"""The training engine behind `lewm-ros train` (lewm_ros/train.py holds the command line and settings).
+"""The training engine behind `lewm-ros train` (lewm_ros/train.py holds the command line, settings.py the
+settings it resolves to).
 
 One process, or one per GPU under torchrun: DistributedSampler-dealt windows, DDP, the DDP-exact SIGReg,
 rank-0 logging, checkpoints and export. On CUDA with several processes the projectors' BatchNorm becomes
@@ -14,6 +15,7 @@ import json
 import signal
 import sys
 import time
+from dataclasses import astuple, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -44,44 +46,86 @@ from lewm_ros.model.precision import (
     resolve_device,
 )
 from lewm_ros.model.sigreg import SIGReg
-from lewm_ros.train import (
+from lewm_ros.training.checkpoint import CHECKPOINT_FILE, CheckpointError, load_checkpoint, save_checkpoint
+from lewm_ros.training.evaluate import evaluate_windows
+from lewm_ros.training.export import write_run_bundle
+from lewm_ros.training.monitor import MetricsLog, plot_curves
+from lewm_ros.training.objective import Objective, prediction_loss, sigreg_loss
+from lewm_ros.training.settings import (
     BUDGET_RESERVE,
     EXIT_EXPORT_FAILED,
     EXIT_NONFINITE,
     EXIT_SIGINT,
     EXIT_SIGTERM,
+    Dist,
+    RunOptions,
     Settings,
     TrainError,
-    check_run_flags,
     dist_from_env,
     learning_rate,
-    prepare_out_dir,
     resolve_settings,
-)  # fmt: skip
-from lewm_ros.training.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
-from lewm_ros.training.evaluate import evaluate_windows
-from lewm_ros.training.export import write_run_bundle
-from lewm_ros.training.monitor import MetricsLog, plot_curves
-from lewm_ros.training.objective import Objective, prediction_loss, sigreg_loss
+)
+
+
+@dataclass
+class PreparedRun:
+    """Everything `run_training` checks and builds before the first step, handed to the loop as one value."""
+
+    options: RunOptions
+    settings: Settings
+    ddp: Dist
+    device: torch.device
+    info: Any  # lewm_ros.data.windows.DatasetInfo of the --data files
+    cfg: Any  # lewm_ros.model.config.LeWMConfig
+    spec: WindowSpec
+    train_eps: list
+    val_eps: list
+    action_mean: np.ndarray
+    action_std: np.ndarray
+    stream: WindowStream
+    batches_per_epoch: int
+    train_windows: int
+    init_bundle: Any  # the --init bundle, or None
+    saved_state: dict[str, Any] | None  # the checkpoint on --resume, else None
+
+
+@dataclass
+class StepFlags:
+    """What the ranks share after each step, in one all_reduce (so summed over the ranks): the two losses
+    for the log, and the ranks that found a non-finite loss, caught a signal, or are due a timed checkpoint."""
+
+    pred: float
+    sigreg: float
+    nonfinite: float
+    signalled: float
+    save_due: float
+
+    def all_reduce(self, ddp: Dist) -> StepFlags:
+        """The sums over all ranks (this rank's values in a single process)."""
+        values = torch.tensor(astuple(self), dtype=torch.float64)
+        if ddp.active:
+            dist.all_reduce(values)
+        return StepFlags(*values.tolist())
 
 
 def run_training(args: argparse.Namespace) -> int:
     """Checks everything that can be checked before any work or file is written, then trains."""
-    check_run_flags(args)
+    options = RunOptions.from_args(args)
+    options.check()
     ddp = dist_from_env()
-    out: Path = args.out
+    out = options.out
     saved_state: dict[str, Any] | None = None
-    if args.resume:
-        prepare_out_dir(out, True, ddp.main)
+    if options.resume:
+        _prepare_out_dir(out, True, ddp.main)
         try:
             saved_state = load_checkpoint(out)
         except CheckpointError as err:
             raise TrainError(str(err)) from err
     settings = resolve_settings(args, ddp.world, saved_state["settings"] if saved_state else None)
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    if options.threads:
+        torch.set_num_threads(options.threads)
     try:
-        device = resolve_device(args.device)
+        device = resolve_device(options.device)
     except ValueError as err:
         raise TrainError(str(err)) from err
     if device.type == "cuda":
@@ -116,7 +160,7 @@ def run_training(args: argparse.Namespace) -> int:
     local_batch = settings.batch_size // ddp.world
     stream = WindowStream(
         info, train_eps, spec, action_mean, action_std, batch_size=local_batch,
-        budget_bytes=int(args.max_ram_gb * 2**30), seed=settings.seed, rank=ddp.rank, world=ddp.world,
+        budget_bytes=options.max_ram_bytes, seed=settings.seed, rank=ddp.rank, world=ddp.world,
     )  # fmt: skip
     batches_per_epoch = stream.batches_per_epoch()
     train_windows = sum(stream.windows_per_shard)
@@ -125,22 +169,43 @@ def run_training(args: argparse.Namespace) -> int:
             f"the training split holds {train_windows} windows in {len(train_eps)} episodes: fewer than one "
             f"batch of {settings.batch_size}; collect more data or lower --batch-size"
         )
-    if not args.resume:
-        prepare_out_dir(out, False, ddp.main)
+    if not options.resume:
+        _prepare_out_dir(out, False, ddp.main)
 
     if ddp.active:
         # NCCL carries only CUDA tensors; the loop's small CPU collectives (stop/finite flags, RNG states for the
         # checkpoint, the step budget) go over gloo in the same process group.
         backend = "cpu:gloo,cuda:nccl" if device.type == "cuda" else "gloo"
-        dist.init_process_group(backend, init_method=args.dist_init, rank=ddp.rank, world_size=ddp.world)
+        dist.init_process_group(backend, init_method=options.dist_init, rank=ddp.rank, world_size=ddp.world)
     try:
-        return _run(
-            args, settings, ddp, device, info, cfg, spec, train_eps, val_eps, action_mean, action_std, stream,
+        return _run(PreparedRun(
+            options, settings, ddp, device, info, cfg, spec, train_eps, val_eps, action_mean, action_std, stream,
             batches_per_epoch, train_windows, init_bundle, saved_state,
-        )  # fmt: skip
+        ))  # fmt: skip
     finally:
         if ddp.active and dist.is_initialized():
             dist.destroy_process_group()
+
+
+def _prepare_out_dir(out: Path, resume: bool, is_main: bool) -> None:
+    """--out must hold a checkpoint to resume, or be new or empty and writable (checked by rank 0)."""
+    if resume:
+        if not (out / CHECKPOINT_FILE).is_file():
+            raise TrainError(f"--resume: {out} holds no {CHECKPOINT_FILE} to continue from")
+        return
+    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+        raise TrainError(
+            f"--out {out} exists and is not empty; pass --resume to continue it, or choose a new directory"
+        )
+    if not is_main:
+        return
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        probe = out / ".write_test"
+        probe.write_text("ok")
+        probe.unlink()
+    except OSError as err:
+        raise TrainError(f"--out {out} is not writable: {err}") from err
 
 
 def model_config(settings: Settings, info: Any, init_bundle: Any) -> Any:
@@ -190,15 +255,20 @@ def _dict_diff(a: dict, b: dict, prefix: str = "") -> str:
     return "; ".join(out)
 
 
-def _run(args, settings, ddp, device, info, cfg, spec, train_eps, val_eps, action_mean, action_std, stream,
-         batches_per_epoch, train_windows, init_bundle, saved_state) -> int:  # fmt: skip
-    out: Path = args.out
+def _run(run: PreparedRun) -> int:
+    """The steps, evaluations, checkpoints and export of a prepared run; returns the process exit code."""
+    options, settings, ddp, device, cfg, info, spec = (
+        run.options, run.settings, run.ddp, run.device, run.cfg, run.info, run.spec,
+    )  # fmt: skip
+    train_eps, val_eps, stream, batches_per_epoch = run.train_eps, run.val_eps, run.stream, run.batches_per_epoch
+    action_mean, action_std, saved_state = run.action_mean, run.action_std, run.saved_state
+    out = options.out
     log = print if ddp.main else (lambda *a, **k: None)
 
     torch.manual_seed(settings.seed)
     model = LeWM(cfg).to(device)
-    if init_bundle is not None:
-        model.load_state_dict(init_bundle.model.state_dict())
+    if run.init_bundle is not None:
+        model.load_state_dict(run.init_bundle.model.state_dict())
     if saved_state is not None:
         model.load_state_dict(saved_state["model"])
     model.train()
@@ -209,11 +279,11 @@ def _run(args, settings, ddp, device, info, cfg, spec, train_eps, val_eps, actio
     val_block = None
     val_windows = None
     if ddp.main and val_eps:
-        val_block = EpisodeBlock(info, _fit_budget(val_eps, info, int(args.max_ram_gb * 2**30)), spec, action_mean,
+        val_block = EpisodeBlock(info, _fit_budget(val_eps, info, options.max_ram_bytes), spec, action_mean,
                                  action_std)  # fmt: skip
         rng = np.random.default_rng(settings.seed + 1)
         # a seeded random subset in random order: each SIGReg chunk mixes episodes, as a training batch does
-        val_windows = rng.choice(len(val_block), min(args.max_val_windows, len(val_block)), replace=False)
+        val_windows = rng.choice(len(val_block), min(options.max_val_windows, len(val_block)), replace=False)
 
     # ---- precision: measured once on a fresh run (on a copy, RNG untouched), kept on resume
     if saved_state is not None:
@@ -274,7 +344,7 @@ def _run(args, settings, ddp, device, info, cfg, spec, train_eps, val_eps, actio
         ],
         "train_episodes": len(train_eps), "val_episodes": len(val_eps),
         "train_frames": sum(e.length for e in train_eps), "val_frames": sum(e.length for e in val_eps),
-        "train_windows": train_windows, "image_shape": list(info.image_shape), "control_dt": info.control_dt,
+        "train_windows": run.train_windows, "image_shape": list(info.image_shape), "control_dt": info.control_dt,
     }  # fmt: skip
     metrics = MetricsLog(out / "metrics.csv")
     if ddp.main:
@@ -292,7 +362,7 @@ def _run(args, settings, ddp, device, info, cfg, spec, train_eps, val_eps, actio
         (out / "run.json").write_text(json.dumps(run_info, indent=2) + "\n")
         where = "in RAM" if stream.in_memory else f"in {len(stream.shards)} shards read one at a time"
         log(f"data: {info.frames} frames in {len(info.episodes)} episodes from {len(settings.data)} file(s); "
-            f"train {len(train_eps)} episodes ({train_windows} windows), val {len(val_eps)} episodes; "
+            f"train {len(train_eps)} episodes ({run.train_windows} windows), val {len(val_eps)} episodes; "
             f"pixels {where} ({stream.resident_bytes / 2**20:.1f} MiB resident)")  # fmt: skip
         log(f"model: {count_parameters(model) / 1e6:.2f}M parameters ({settings.preset or 'from --init'}); "
             f"device {device} ({machine.get('gpu') or machine['cpu_model']}), precision {precision}"
@@ -361,7 +431,7 @@ def _run(args, settings, ddp, device, info, cfg, spec, train_eps, val_eps, actio
     started = time.monotonic()
     last_checkpoint = time.monotonic()
     deadline = settings.minutes * 60 if settings.minutes else None
-    bar = tqdm(total=total_steps, initial=step, disable=not ddp.main or args.no_progress, unit="step",
+    bar = tqdm(total=total_steps, initial=step, disable=not ddp.main or options.no_progress, unit="step",
                dynamic_ncols=True, file=sys.stderr)  # fmt: skip
     window_sums = np.zeros(3)  # pred, sigreg, steps since the last log row
     window_started = time.monotonic()
@@ -371,7 +441,7 @@ def _run(args, settings, ddp, device, info, cfg, spec, train_eps, val_eps, actio
         # also entered when resuming from a checkpoint taken at an epoch's last step (periodic, --stop-after
         # or a signal) before that epoch's evaluation: the evaluation and its checkpoint still have to run
         while (step < total_steps or batch_in_epoch >= batches_per_epoch) and reason == "finished":
-            for frames, blocks in stream.epoch(epoch, skip=batch_in_epoch, workers=args.workers):
+            for frames, blocks in stream.epoch(epoch, skip=batch_in_epoch, workers=options.workers):
                 lr = learning_rate(step, total_steps, settings.lr, settings.warmup_fraction)
                 for group in optimizer.param_groups:
                     group["lr"] = lr
@@ -393,14 +463,12 @@ def _run(args, settings, ddp, device, info, cfg, spec, train_eps, val_eps, actio
                     scaler.unscale_(optimizer)
                     grad_norm = torch.nn.utils.clip_grad_norm_(objective.parameters(), settings.grad_clip)
                     finite = bool(torch.isfinite(grad_norm)) or scaler.is_enabled()
-                save_due = ddp.main and (time.monotonic() - last_checkpoint) >= args.checkpoint_minutes * 60
-                flags = torch.tensor(
-                    [pred_loss.item() if finite else 0.0, sig_loss.item() if finite else 0.0, float(not finite),
-                     float(bool(stop_signal)), float(save_due)], dtype=torch.float64,
-                )  # fmt: skip
-                if ddp.active:
-                    dist.all_reduce(flags)
-                if flags[2] > 0:
+                save_due = ddp.main and (time.monotonic() - last_checkpoint) >= options.checkpoint_minutes * 60
+                shared = StepFlags(
+                    pred=pred_loss.item() if finite else 0.0, sigreg=sig_loss.item() if finite else 0.0,
+                    nonfinite=float(not finite), signalled=float(bool(stop_signal)), save_due=float(save_due),
+                ).all_reduce(ddp)  # fmt: skip
+                if shared.nonfinite > 0:
                     reason = "nonfinite"
                     kept = (
                         f"The last good checkpoint ({out / 'checkpoint.pt'}) is kept (--resume retries from it "
@@ -418,10 +486,10 @@ def _run(args, settings, ddp, device, info, cfg, spec, train_eps, val_eps, actio
                 scaler.update()
                 step += 1
                 batch_in_epoch += 1
-                window_sums += [flags[0].item() / ddp.world, flags[1].item() / ddp.world, 1]
+                window_sums += [shared.pred / ddp.world, shared.sigreg / ddp.world, 1]
                 if ddp.main:
                     bar.update(1)
-                if step % args.log_every == 0 or step == total_steps:
+                if step % options.log_every == 0 or step == total_steps:
                     seconds = time.monotonic() - window_started
                     sps = window_sums[2] * settings.batch_size / max(seconds, 1e-9)
                     pred_avg, sig_avg = window_sums[0] / window_sums[2], window_sums[1] / window_sums[2]
@@ -435,12 +503,12 @@ def _run(args, settings, ddp, device, info, cfg, spec, train_eps, val_eps, actio
                     window_sums[:] = 0
                     window_started = time.monotonic()
                 over_time = deadline is not None and elapsed_before + time.monotonic() - started >= deadline
-                stop_now = flags[3] > 0 or (args.stop_after is not None and step >= args.stop_after)
-                if stop_now or flags[4] > 0:
+                stop_now = shared.signalled > 0 or (options.stop_after is not None and step >= options.stop_after)
+                if stop_now or shared.save_due > 0:
                     checkpoint(epoch, batch_in_epoch)
                     last_checkpoint = time.monotonic()
                 if stop_now:
-                    reason = "signal" if flags[3] > 0 else "stop-after"
+                    reason = "signal" if shared.signalled > 0 else "stop-after"
                     break
                 if step >= total_steps or over_time:
                     if over_time and step < total_steps:
