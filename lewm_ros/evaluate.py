@@ -1,9 +1,11 @@
 """`lewm-ros eval`: closed-loop latent MPC in the MuJoCo reach environment, without ROS.
 
-Each episode: encode the newest frame, plan `horizon` action blocks towards the goal image's latent,
-execute the first `receding_horizon` blocks (frameskip env steps each), replan from the newest frame, until
-the budget of env steps is spent. Success = every joint within the tolerance of the goal at any step
-(the paper's Reacher criterion).
+It runs the controller the robot runs: the same assembly (control/assemble.py: the TorchScript encoder as
+deployed, the planner with its measured precision, the roadmap, warm-up) and the same tick (control/loop.py:
+observe at each block start, plan on the receding horizon, accept or reject the plan, shape and clamp the
+command, record what was sent), one tick per env step in simulated time, until the budget of env steps is
+spent. Success = every joint within the tolerance of the goal at any step (the paper's Reacher criterion).
+The scene runs as the bundle was trained: its image size and control period (model.json).
 
 Goals: `random` uses ReachEnv's start/goal draws (seeded per episode). `dataset:FILE.h5` is the paper's
 protocol: start from a frame of an episode of FILE, goal = the frame 25 env steps later in the same episode
@@ -39,6 +41,7 @@ from typing import Any
 import numpy as np
 
 GOAL_OFFSET_STEPS = 25  # the paper: goal = the state 25 env steps after the start
+DEFAULT_CONTROL_DT = 0.05  # for bundles whose model.json records no training control period (ReachConfig's)
 ROADMAP_FILE = "roadmap.npz"  # lewm_ros.planning.roadmap.ROADMAP_FILE (not imported here: it imports torch)
 EXIT_SIGINT = 128 + signal.SIGINT  # 130
 EXIT_SIGTERM = 128 + signal.SIGTERM  # 143
@@ -75,6 +78,7 @@ class EpisodeOutcome:
     plan_costs: list[float]
     errors: list[float]  # max joint error after every env step (index 0 = start)
     partial_plans: int = 0
+    stops: int = 0  # ticks the controller refused to command (the agent's safe command): rejected plans
 
 
 @dataclass
@@ -138,68 +142,61 @@ def dataset_tasks(path: Path, count: int, seed: int, tolerance: float, offset: i
 
 
 class ClosedLoop:
-    """Runs episodes of latent MPC with one planner and one environment."""
+    """Episodes of the robot's controller (control/loop.py, built by control/assemble.py) in MuJoCo: one
+    control tick per env step in simulated time, the command shaped and clamped as the agent shapes it, the
+    safe command (zero velocity) on any stop. The environment's velocity servos take actions in units of
+    their maximum speed, so the agent's `action_scale` here is that speed."""
 
-    def __init__(self, bundle: Any, planner: Any, env: Any, budget: int, receding_horizon: int, device: Any) -> None:
-        import torch
+    def __init__(self, controller: Any, env: Any, budget: int) -> None:
+        from lewm_ros.control.command import CommandShaper
+        from lewm_ros.control.loop import ControlLoop
+        from lewm_ros.control.rules import Limits
+        from lewm_ros.control.surprise import SurpriseMonitor
 
-        self.torch = torch
-        self.bundle, self.planner, self.env = bundle, planner, env
-        self.budget, self.receding = budget, receding_horizon
-        self.device = device
-        self.frameskip = bundle.config.action.frameskip
-        self.history = bundle.config.predictor.history
-
-    def encode(self, pixels: np.ndarray) -> Any:
-        torch = self.torch
-        with torch.no_grad():
-            return self.bundle.model.encode(torch.from_numpy(np.ascontiguousarray(pixels)).to(self.device)[None])[0]
+        self.controller, self.env, self.budget = controller, env, budget
+        self.speed = np.asarray(env.max_joint_speed, np.float64)
+        shaper = CommandShaper(env.action_dim, self.speed, self.speed)
+        # Not real time: no plan is too slow here (a --deadline-ms still bounds each plan's search).
+        limits = Limits(plan_overrun_ms=math.inf)
+        self.loop = ControlLoop(controller.mpc, shaper, limits, SurpriseMonitor(None),
+                                controller.planner.config.warm_start)  # fmt: skip
 
     def run(self, task: Task, seed: int, record: list | None = None) -> EpisodeOutcome:
-        env, planner = self.env, self.planner
+        env, loop = self.env, self.loop
         result = env.reset(start_qpos=task.start_qpos, goal_qpos=task.goal_qpos)
         if task.start_qvel is not None:
             result = env.set_state(task.start_qpos, task.start_qvel)
         goal_pixels = task.goal_pixels if task.goal_pixels is not None else env.goal_image()
-        goal = self.encode(goal_pixels)
-        planner.reset(seed)
-        latents = [self.encode(result.observation.pixels)]
-        executed: list[np.ndarray] = []  # raw blocks (frameskip, action_dim) between consecutive latents
+        loop.set_goal(goal_pixels)  # encoded by the deployed encoder; forgets the previous episode
+        self.controller.planner.reset(seed)
         errors = [result.max_joint_error]
         success_step = 0 if result.success else None
         plan_ms: list[float] = []
         costs: list[float] = []
-        partial = 0
-        steps = 0
-        while steps < self.budget:
-            context = self.torch.stack(latents[-self.history :])
-            past = np.stack(executed[-(len(context) - 1) :]) if len(context) > 1 else None
-            plan = planner.plan(context, past, goal)
-            plan_ms.append(plan.time_ms)
-            costs.append(plan.cost)
-            partial += int(plan.partial)
-            blocks = 0
-            for block in plan.plan[: self.receding]:
-                for action in block:
-                    if steps >= self.budget:
-                        break
-                    result = env.step(action)
-                    steps += 1
-                    errors.append(result.max_joint_error)
-                    if result.success and success_step is None:
-                        success_step = steps
-                    if record is not None:
-                        record.append((result.observation.pixels, goal_pixels, plan.cost, steps))
-                if steps % self.frameskip == 0:
-                    latents.append(self.encode(result.observation.pixels))
-                    executed.append(block)
-                    blocks += 1
-                if steps >= self.budget:
-                    break
-            planner.advance(blocks)
+        partial, stops, cost = 0, 0, math.nan
+        for step in range(1, self.budget + 1):
+            tick = loop.step(result.observation.pixels if loop.at_block_start else None)
+            if tick.plan is not None:
+                plan_ms.append(tick.plan.time_ms)
+                costs.append(tick.plan.cost)
+                partial += int(tick.plan.partial)
+                cost = tick.plan.cost
+            if tick.stop is not None:  # the agent would send the safe command: zero velocity
+                stops += 1
+                loop.stop(tick.stop)
+                velocity = np.zeros(env.action_dim)
+            else:
+                velocity = tick.velocity
+            result = env.step(velocity / self.speed)
+            errors.append(result.max_joint_error)
+            if result.success and success_step is None:
+                success_step = step
+            if record is not None:
+                record.append((result.observation.pixels, goal_pixels, cost, step))
         return EpisodeOutcome(
             success=success_step is not None, steps_to_success=success_step, final_error=errors[-1],
             min_error=float(min(errors)), plan_ms=plan_ms, plan_costs=costs, errors=errors, partial_plans=partial,
+            stops=stops,
         )  # fmt: skip
 
 
@@ -224,22 +221,28 @@ def evaluate(args: argparse.Namespace, on_episode: Callable[[EvalReport], None] 
 def _evaluate(args: argparse.Namespace, on_episode: Callable[[EvalReport], None] | None) -> EvalReport:
     from tqdm import tqdm
 
-    from lewm_ros.envs.reach_env import ReachConfig, ReachEnv
-    from lewm_ros.model.bundle import load_bundle
-    from lewm_ros.model.precision import machine_description, resolve_device
-    from lewm_ros.planning.core import LatentPlanner
+    from lewm_ros.control.assemble import AssemblyError, ControllerSpec, assemble
+    from lewm_ros.envs.reach_env import ReachEnv
+    from lewm_ros.model.bundle import read_meta
+    from lewm_ros.model.precision import machine_description
 
-    device = resolve_device(args.device)
-    bundle = load_bundle(args.bundle, device=device)
     config = planner_config(args)
-    planner = LatentPlanner.from_bundle(bundle, config, device)
     roadmap_path = roadmap_file(args)
-    if roadmap_path is not None:
-        from lewm_ros.planning.roadmap import Roadmap, weights_fingerprint
-
-        planner.set_roadmap(Roadmap.load(roadmap_path, bundle.config.latent_dim, weights_fingerprint(args.bundle)))
-    env = ReachEnv(args.scene, ReachConfig(image_size=bundle.image_size))
+    receding = receding_horizon(args)
+    env_config = scene_config(args, read_meta(Path(args.bundle)))
+    env = ReachEnv(args.scene, env_config)
+    spec = ControllerSpec(
+        bundle=str(args.bundle), planner=config, device=args.device, precision=args.precision or "auto",
+        receding_horizon=receding, roadmap="" if roadmap_path is None else str(roadmap_path),
+    )  # fmt: skip
+    try:
+        controller = assemble(spec)
+    except AssemblyError as err:
+        env.close()
+        raise ValueError(str(err)) from err
+    bundle = controller.bundle
     if env.action_dim != bundle.config.action.action_dim:
+        env.close()
         raise ValueError(
             f"scene {args.scene} has {env.action_dim} actuators, the bundle {bundle.config.action.action_dim}"
         )
@@ -253,27 +256,19 @@ def _evaluate(args: argparse.Namespace, on_episode: Callable[[EvalReport], None]
     elif args.goals.startswith("dataset:"):
         tasks = dataset_tasks(Path(args.goals.split(":", 1)[1]), args.episodes, args.seed, tolerance)
     else:
+        env.close()
         raise ValueError(f"--goals must be random or dataset:FILE.h5, got {args.goals!r}")
-    receding = receding_horizon(args)
-    loop = ClosedLoop(bundle, planner, env, args.budget, receding, device)
+    loop = ClosedLoop(controller, env, args.budget)
     report = EvalReport(settings={
         "bundle": str(args.bundle), "scene": str(args.scene), "goals": args.goals, "episodes": args.episodes,
-        "budget": args.budget, "seed": args.seed, "receding_horizon": receding, "device": str(device),
-        "preset": preset_name(args), "planner": asdict(config),
+        "budget": args.budget, "seed": args.seed, "receding_horizon": receding, "device": str(controller.device),
+        "preset": preset_name(args), "planner": asdict(controller.planner.config),
         "roadmap": None if roadmap_path is None else str(roadmap_path),
+        "control_dt": env_config.control_dt, "camera": env.camera_name,
+        "max_joint_speed": np.asarray(env.max_joint_speed, float).tolist(),
+        "encoder": f"TorchScript ({controller.encoder_precision})", "controller_notes": controller.notes,
     })  # fmt: skip
-    first = tasks[0]
-    warm_ctx = loop.encode(env.reset(start_qpos=first.start_qpos, goal_qpos=first.goal_qpos).observation.pixels)
-    warm_goal = loop.encode(env.goal_image())
-    if args.precision in (None, "auto"):  # measured on this device, never assumed
-        chosen, timings = planner.choose_precision(warm_ctx[None], None, warm_goal)
-        report.settings["precision_choice"] = {"chosen": chosen, "ms_per_iteration": timings}
-        if chosen != planner.config.precision:
-            planner = planner.with_config(precision=chosen)
-            loop.planner = planner
-            report.settings["planner"] = asdict(planner.config)
-    report.settings["machine"] = machine_description(device)
-    planner.warmup(warm_ctx[None], None, warm_goal)
+    report.settings["machine"] = machine_description(controller.device)
     recorded: list[list] = []
     bar = tqdm(tasks, desc="eval", unit="episode", disable=args.no_progress, file=sys.stderr)
     for index, task in enumerate(bar):
@@ -288,6 +283,30 @@ def _evaluate(args: argparse.Namespace, on_episode: Callable[[EvalReport], None]
     env.close()
     report.recorded = recorded  # type: ignore[attr-defined]
     return report
+
+
+def scene_config(args: argparse.Namespace, meta: dict[str, Any]) -> Any:
+    """The environment as the bundle was trained: its image size, and the control period its training data
+    recorded (model.json), unless --control-dt overrides a bundle that records none. --camera and
+    --max-joint-speed override the scene's own. A --control-dt that contradicts the bundle's is refused: the
+    predictor learned one block = frameskip steps of that period, and a figure at another rate measures a
+    model driven outside its training."""
+    from lewm_ros.envs.reach_env import ReachConfig
+
+    recorded = ((meta.get("training") or {}).get("data") or {}).get("control_dt")
+    recorded = float(recorded) if isinstance(recorded, (int, float)) and recorded > 0 else None
+    given = getattr(args, "control_dt", None)
+    if given is not None and recorded is not None and abs(given - recorded) > 1e-6 * recorded:
+        raise ValueError(
+            f"--control-dt {given:g} s contradicts the bundle's training data ({recorded:g} s, model.json "
+            "training.data.control_dt): leave --control-dt out to evaluate at the rate the model learned"
+        )
+    speed = getattr(args, "max_joint_speed", None)
+    return ReachConfig(
+        image_size=int(meta["image_size"]), control_dt=given or recorded or DEFAULT_CONTROL_DT,
+        camera=getattr(args, "camera", None) or None,
+        max_joint_speed=None if speed is None else (speed[0] if len(speed) == 1 else tuple(speed)),
+    )  # fmt: skip
 
 
 def preset_name(args: argparse.Namespace) -> str:
@@ -467,6 +486,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--goals", default="random", help="random | dataset:FILE.h5 (the paper's protocol)")
     parser.add_argument("--receding-horizon", type=int, help="blocks executed between plans (demo 1, paper 5)")
     parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
+    parser.add_argument("--control-dt", type=float, help="seconds per control step (default: the bundle's "
+                        f"training data, model.json; {DEFAULT_CONTROL_DT:g} when it records none); a value that "
+                        "contradicts the bundle's is refused")
+    parser.add_argument("--camera", help="MJCF camera to render (default: the scene's first)")
+    parser.add_argument("--max-joint-speed", type=float, nargs="+", metavar="RAD_S",
+                        help="one value or one per joint: the speed of a model action of 1.0 (default: the scene's)")
     parser.add_argument("--out", type=Path, help="directory for eval.json, eval.png, episodes.gif")
     parser.add_argument("--video-episodes", type=int, default=3, help="episodes in episodes.gif (0: none)")
     parser.add_argument("--threads", type=int, help="torch CPU threads, 0 = torch's default of one per core "

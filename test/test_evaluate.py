@@ -5,11 +5,13 @@ import signal
 import subprocess
 import sys
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
 
 from lewm_ros.cli import main as cli_main
+from lewm_ros.control.mpc import LatentMPC
 from lewm_ros.envs.reach_env import ReachConfig, ReachEnv
 from lewm_ros.evaluate import ClosedLoop, Task, dataset_tasks
 from lewm_ros.model.bundle import load_bundle
@@ -20,10 +22,15 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 class OraclePlanner:
-    """Plans with the true joint state (a proportional controller): isolates the loop's bookkeeping."""
+    """Plans with the true joint state (a proportional controller) behind the planner interface LatentMPC
+    uses: isolates the loop's bookkeeping from plan quality."""
 
     def __init__(self, env, frameskip=5, horizon=5):
         self.env, self.frameskip, self.horizon = env, frameskip, horizon
+        self.config = SimpleNamespace(horizon=horizon, warm_start=True)
+        self.action_dim, self.history = 2, 3
+        self.action_mean, self.action_std = np.zeros(2, np.float32), np.ones(2, np.float32)
+        self.warm = False
         self.advanced = []
 
     def reset(self, seed=None):
@@ -40,25 +47,57 @@ class OraclePlanner:
         self.advanced.append(blocks)
 
 
+def oracle_controller(bundle, planner, receding):
+    """The assembled controller's parts, with the planner swapped for one that knows the answer."""
+    model = bundle.model.eval()
+    mpc = LatentMPC(bundle.load_torchscript("encoder", "cpu"), model, planner, receding)
+    return SimpleNamespace(mpc=mpc, planner=planner)
+
+
 def test_closed_loop_counts_steps_success_and_replans(tiny_bundle):
     bundle = load_bundle(tiny_bundle)
     env = ReachEnv("reach2d", ReachConfig(image_size=64))
     start = env.reset(7)
     task = Task(start.observation.qpos.copy(), None, env.goal_qpos.copy(), None)
     oracle = OraclePlanner(env)
-    outcome = ClosedLoop(bundle, oracle, env, budget=50, receding_horizon=2, device="cpu").run(task, seed=0)
+    outcome = ClosedLoop(oracle_controller(bundle, oracle, 2), env, budget=50).run(task, seed=0)
     assert outcome.success and outcome.steps_to_success is not None and outcome.steps_to_success <= 50
-    assert len(outcome.errors) == 51 and outcome.min_error <= 0.05
-    assert len(outcome.plan_ms) == 5 and oracle.advanced == [2, 2, 2, 2, 2]  # 50 steps / (2 blocks x 5 steps)
+    assert len(outcome.errors) == 51 and outcome.min_error <= 0.05 and outcome.stops == 0
+    assert len(outcome.plan_ms) == 5 and oracle.advanced == [0, 2, 2, 2, 2]  # 50 steps / (2 blocks x 5 steps)
 
     class Idle(OraclePlanner):
         def plan(self, context, past, goal):
             zeros = np.zeros((self.horizon, self.frameskip, 2), np.float32)
             return PlanResult(zeros, zeros.reshape(self.horizon, -1), 0.0, 1, 1.0, False)
 
-    idle = ClosedLoop(bundle, Idle(env), env, budget=20, receding_horizon=5, device="cpu").run(task, seed=0)
+    idle = ClosedLoop(oracle_controller(bundle, Idle(env), 5), env, budget=20).run(task, seed=0)
     assert not idle.success and idle.final_error == pytest.approx(outcome.errors[0], abs=1e-3)
+
+    class Broken(OraclePlanner):
+        def plan(self, context, past, goal):
+            result = super().plan(context, past, goal)
+            result.plan[:] = np.nan
+            return result
+
+    broken = ClosedLoop(oracle_controller(bundle, Broken(env), 1), env, budget=20).run(task, seed=0)
+    # every tick replans, the plan is refused, zeros go out: the arm never moves
+    assert broken.stops == 20 and broken.final_error == pytest.approx(outcome.errors[0], abs=1e-3)
     env.close()
+
+
+def test_eval_runs_the_scene_at_the_bundles_control_period_and_refuses_another(tiny_bundle):
+    from argparse import Namespace
+
+    from lewm_ros.evaluate import scene_config
+
+    meta = {"image_size": 64, "training": {"data": {"control_dt": 0.04}}}
+    assert scene_config(Namespace(), meta).control_dt == 0.04  # recorded: used
+    assert scene_config(Namespace(control_dt=0.04), meta).control_dt == 0.04
+    with pytest.raises(ValueError, match="contradicts the bundle's training data"):
+        scene_config(Namespace(control_dt=0.05), meta)
+    assert scene_config(Namespace(control_dt=0.1), {"image_size": 64}).control_dt == 0.1  # none recorded: override
+    config = scene_config(Namespace(camera="top", max_joint_speed=[1.5, 2.5]), meta)
+    assert config.camera == "top" and config.max_joint_speed == (1.5, 2.5)
 
 
 def test_dataset_protocol_draws_nontrivial_pairs_25_steps_apart(episodes):
