@@ -274,3 +274,19 @@ def test_a_finished_eval_is_not_partial_and_gives_the_thread_count_back(tiny_bun
     report = json.loads((out / "eval.json").read_text())
     assert not report["partial"] and report["episodes_done"] == 2 and report["stopped_by"] is None
     assert report["settings"]["machine"]["torch_threads"] == 1 and torch.get_num_threads() == threads
+
+
+def test_eval_runs_with_its_default_precision_auto(tiny_bundle, tmp_path):
+    """No --precision: auto, measured for the planner; the encoder is cast before that (fp32 on the CPU)."""
+    import torch
+
+    from lewm_ros.model.bundle import load_bundle as load
+    from lewm_ros.model.precision import cast_encoder
+
+    encoder = load(tiny_bundle).load_torchscript("encoder")
+    assert cast_encoder(encoder, torch.device("cpu"), "auto")[1] == "fp32"
+    out = tmp_path / "eval"
+    assert cli_main(["eval", "--bundle", str(tiny_bundle), "--episodes", "1", "--budget", "10", "--samples", "8",
+                     "--iterations", "1", "--elites", "2", "--no-progress", "--video-episodes", "0",
+                     "--out", str(out)]) == 0  # fmt: skip
+    assert json.loads((out / "eval.json").read_text())["episodes_done"] == 1

@@ -75,7 +75,11 @@ def cast_encoder(encoder: Any, device: torch.device, precision: str) -> tuple[An
 
     Only CUDA gets a reduced-precision encoder (the in-graph input cast follows the weights' dtype, so uint8
     pixels go straight to fp16/bf16); on the CPU it stays fp32, where half precision is emulated and slow.
+    "auto" (eval's default, the agent's option) is what `choose_precision` picks on CUDA without measuring, and
+    fp32 on the CPU: the encoder is cast before the planner's precision is measured.
     """
+    if precision == "auto":
+        precision = "fp32" if device.type != "cuda" else "bf16" if torch.cuda.is_bf16_supported() else "fp16"
     effective, _ = precision_fallback(device, precision)
     if device.type != "cuda" or effective == "fp32":
         return encoder, "fp32"
