@@ -46,7 +46,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from lewm_ros.data.episodes import EpisodeReader
+from lewm_ros.data.episode_reader import EpisodeReader
 from lewm_ros.envs.collect import CollectionSpec, collect
 from lewm_ros.envs.reach_env import ReachConfig, ReachEnv
 from lewm_ros.model.config import ActionConfig, EncoderConfig, LeWMConfig, PredictorConfig, reach64_config

@@ -35,7 +35,7 @@ def probe(bundle_path: Path, data: list[Path], held_out: float = 0.2, max_frames
           device: str = "cpu") -> dict[str, Any]:  # fmt: skip
     import torch
 
-    from lewm_ros.data.episodes import EpisodeReader
+    from lewm_ros.data.episode_reader import EpisodeReader
     from lewm_ros.data.windows import inspect_files
     from lewm_ros.model.bundle import load_bundle
 
@@ -87,7 +87,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run_probe(args: argparse.Namespace) -> int:
-    from lewm_ros.data.episodes import DatasetError
+    from lewm_ros.data.episode_format import DatasetError
     from lewm_ros.model.bundle import BundleError
     from lewm_ros.model.precision import resolve_device
 

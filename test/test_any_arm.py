@@ -13,7 +13,8 @@ import numpy as np
 import pytest
 
 from lewm_ros import cli
-from lewm_ros.data.episodes import EpisodeReader, validate
+from lewm_ros.data.episode_reader import EpisodeReader
+from lewm_ros.data.episode_validation import validate
 from lewm_ros.envs.collect import CollectionSpec, collect
 from lewm_ros.envs.policies import make_policy
 from lewm_ros.envs.reach_env import ReachConfig, ReachEnv, SceneError, UnstableSimulationError, find_scene

@@ -32,7 +32,8 @@ from lewm_ros.data.conversion_spec import (
     ConversionError,
     ConversionSpec,
 )
-from lewm_ros.data.episodes import EpisodeReader, validate
+from lewm_ros.data.episode_reader import EpisodeReader
+from lewm_ros.data.episode_validation import validate
 from lewm_ros.data.frames import fit_frame
 
 JOINTS = ("shoulder", "elbow")

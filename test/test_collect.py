@@ -13,7 +13,9 @@ import h5py
 import numpy as np
 import pytest
 
-from lewm_ros.data.episodes import DatasetError, EpisodeReader, validate
+from lewm_ros.data.episode_format import DatasetError
+from lewm_ros.data.episode_reader import EpisodeReader
+from lewm_ros.data.episode_validation import validate
 from lewm_ros.envs.collect import CollectionSpec, collect
 from lewm_ros.envs.reach_env import ReachConfig, ReachEnv
 
@@ -284,7 +286,7 @@ def test_ctrl_c_leaves_a_valid_file_of_complete_episodes(tmp_path, workers):
 SIGINT_DURING_WRITE = """
 import os, signal, sys
 from lewm_ros.cli import main
-from lewm_ros.data.episodes import EpisodeWriter
+from lewm_ros.data.episode_writer import EpisodeWriter
 
 write, calls = EpisodeWriter.write_episode, []
 

@@ -9,7 +9,10 @@ import h5py
 import numpy as np
 import pytest
 
-from lewm_ros.data.episodes import FORMAT_VERSION, DatasetError, Episode, EpisodeReader, EpisodeWriter, validate
+from lewm_ros.data.episode_format import FORMAT_VERSION, DatasetError, Episode
+from lewm_ros.data.episode_reader import EpisodeReader
+from lewm_ros.data.episode_validation import validate
+from lewm_ros.data.episode_writer import EpisodeWriter
 
 HEIGHT, WIDTH, DIM = 8, 12, 3
 

@@ -18,16 +18,11 @@ import numpy as np
 import pytest
 
 from lewm_ros.data import cli as data_cli
-from lewm_ros.data import episodes as store
-from lewm_ros.data.episodes import (
-    DatasetError,
-    DatasetIndexError,
-    DatasetTypeError,
-    Episode,
-    EpisodeReader,
-    EpisodeWriter,
-    validate,
-)
+from lewm_ros.data import episode_chunks as store
+from lewm_ros.data.episode_format import DatasetError, DatasetIndexError, DatasetTypeError, Episode
+from lewm_ros.data.episode_reader import EpisodeReader
+from lewm_ros.data.episode_validation import validate
+from lewm_ros.data.episode_writer import EpisodeWriter
 
 HEIGHT, WIDTH, DIM = 6, 8, 2
 ATTRIBUTES = {"scene": "arm.xml", "camera": "cam", "control_dt": 0.05, "seed": 3, "policy": "random"}

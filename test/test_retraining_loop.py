@@ -14,7 +14,7 @@ import pytest
 from rclpy.parameter import Parameter
 
 from lewm_ros.cli import main
-from lewm_ros.data.episodes import EpisodeReader
+from lewm_ros.data.episode_reader import EpisodeReader
 from lewm_ros.ros.agent_node import LewmAgent
 
 pytestmark = pytest.mark.timeout(180)

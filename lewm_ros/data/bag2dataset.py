@@ -22,7 +22,7 @@ from lewm_ros.data.conversion_spec import (
     ConversionError,
     ConversionSpec,
 )
-from lewm_ros.data.episodes import DatasetError
+from lewm_ros.data.episode_format import DatasetError
 from lewm_ros.data.frames import IMAGE_POLICIES
 from lewm_ros.data.message_types import TYPESTORES
 

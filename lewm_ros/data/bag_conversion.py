@@ -63,7 +63,8 @@ from lewm_ros.data.conversion_spec import (
     ConversionError,
     ConversionSpec,
 )
-from lewm_ros.data.episodes import Episode, EpisodeWriter
+from lewm_ros.data.episode_format import Episode
+from lewm_ros.data.episode_writer import EpisodeWriter
 from lewm_ros.data.frame_alignment import Row, plan_episodes
 from lewm_ros.data.frames import FrameSizeError, fit_frame
 from lewm_ros.data.image_decode import ImageDecodeError, to_rgb

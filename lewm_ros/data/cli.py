@@ -12,7 +12,9 @@ from pathlib import Path
 
 import numpy as np
 
-from lewm_ros.data.episodes import DatasetError, EpisodeReader, attributes_json, validate
+from lewm_ros.data.episode_format import DatasetError, attributes_json
+from lewm_ros.data.episode_reader import EpisodeReader
+from lewm_ros.data.episode_validation import validate
 
 _SHOWN_ATTRIBUTES = ("source", "scene", "camera", "control_dt", "seed", "policy", "joint_names", "max_joint_speed")
 

@@ -14,7 +14,7 @@ import numpy as np
 from lewm_ros.data.conversion_report import BagConversionReport
 from lewm_ros.data.conversion_scan import MessageScan
 from lewm_ros.data.conversion_spec import ARRAY_COMMAND, TRAJECTORY_COMMAND, ConversionError, ConversionSpec
-from lewm_ros.data.episodes import MAX_DIM
+from lewm_ros.data.episode_format import MAX_DIM
 
 JointTable = tuple[np.ndarray, np.ndarray, np.ndarray]  # times (ns), positions, velocities; joint order
 

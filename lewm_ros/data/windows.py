@@ -20,7 +20,9 @@ from typing import Any
 
 import numpy as np
 
-from lewm_ros.data.episodes import DatasetError, EpisodeReader, validate
+from lewm_ros.data.episode_format import DatasetError
+from lewm_ros.data.episode_reader import EpisodeReader
+from lewm_ros.data.episode_validation import validate
 
 SPLIT_SEED_OFFSET = 7919  # the split draws from its own stream, so changing --seed does not reuse it for order
 
