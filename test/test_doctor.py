@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import collections
+import shutil
 from pathlib import Path
 
 import pytest
@@ -13,6 +14,8 @@ import torch
 from lewm_ros import doctor
 from lewm_ros.cli import main
 from lewm_ros.doctor import FAIL, PASS, SKIP, WARN, Check, Context
+from lewm_ros.doctor.machine import GIB
+from lewm_ros.doctor.measurements import judge_plan
 from lewm_ros.ros import environment
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -173,14 +176,14 @@ def test_mujoco_gl(monkeypatch, value, status):
 @pytest.mark.parametrize("free_gib, status", [(0.5, FAIL), (5, WARN), (50, PASS)])
 def test_free_disk_for_recording(monkeypatch, tmp_path, free_gib, status):
     usage = collections.namedtuple("usage", "total used free")
-    monkeypatch.setattr(doctor.shutil, "disk_usage", lambda path: usage(0, 0, int(free_gib * doctor.GIB)))
+    monkeypatch.setattr(shutil, "disk_usage", lambda path: usage(0, 0, int(free_gib * GIB)))
     context = Context(argparse.Namespace(record_dir=tmp_path / "not" / "yet"))  # a folder bags will create
     check = doctor.check_disk(context)
     assert check.status == status and "min of raw 640x480" in check.detail
 
 
 class FakePlanner:
-    """What _judge_plan reads of a LatentPlanner."""
+    """What judge_plan reads of a LatentPlanner."""
 
     def __init__(self, notes: list[str]) -> None:
         self.compile_mode = None
@@ -196,7 +199,7 @@ def judged(deadline: float, plans: list[float], iteration: float, encode: float 
     context.settings = build_settings({"joint_names": ["a"], "deadline_ms": deadline, "plan_overrun_ms": 100.0,
                                        "adaptive_samples": adaptive})  # fmt: skip
     context.encode_ms = encode
-    return doctor._judge_plan(context, FakePlanner(list(notes)), plans, [iteration] * len(plans), 3)
+    return judge_plan(context, FakePlanner(list(notes)), plans, [iteration] * len(plans), 3)
 
 
 def test_plan_judgement_against_the_agents_limits():
