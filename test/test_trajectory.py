@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from lewm_ros.control.trajectory import TrajectoryError, joint_order, point_effort, point_velocity
+from lewm_ros.data.trajectory import TrajectoryError, joint_order, point_effort, point_velocity
 
 JOINTS = ("shoulder", "elbow", "wrist")
 

@@ -1,7 +1,7 @@
 """Recorded commands as joint velocities: Float64MultiArray data, or a JointTrajectory's first point.
 
 Float64MultiArray data are joint velocities in joint order. A JointTrajectory's first point is read by the
-same rules as the simulator reads a live one (control/trajectory.py): velocities acting for its time_from_start,
+same rules as the simulator reads a live one (data/trajectory.py): velocities acting for its time_from_start,
 or positions differenced against the current position over max(time_from_start, one control period).
 Commands that cannot be read so are counted by reason and skipped: the previous command holds.
 """
@@ -15,9 +15,9 @@ from typing import Any
 
 import numpy as np
 
-from lewm_ros.control.trajectory import TrajectoryError, joint_order, point_velocity
 from lewm_ros.data.conversion_scan import Key
 from lewm_ros.data.conversion_spec import ARRAY_COMMAND
+from lewm_ros.data.trajectory import TrajectoryError, joint_order, point_velocity
 
 
 @dataclass

@@ -9,7 +9,7 @@ clock that stops the arm when commands stop (the ROS clock would freeze with the
 `use_sim_time`, which is exactly when a watchdog must still fire).
 
 The node is ROS wiring only: task draws and the collision check come from lewm_ros.envs (the same ones
-ReachEnv uses), the JointTrajectory conversion from lewm_ros.control.trajectory.
+ReachEnv uses), the JointTrajectory conversion from lewm_ros.data.trajectory.
 
 Threading: one physics thread (lewm_ros.envs.physics_thread) owns the ReachEnv from creation to close.
 Services hand their work to that thread and wait for the answer; command callbacks only swap in a new action.
@@ -46,7 +46,7 @@ from std_msgs.msg import Bool, Float64, Float64MultiArray
 from std_srvs.srv import Trigger
 from trajectory_msgs.msg import JointTrajectory
 
-from lewm_ros.control.trajectory import TrajectoryError, joint_order, point_effort, point_velocity
+from lewm_ros.data.trajectory import TrajectoryError, joint_order, point_effort, point_velocity
 from lewm_ros.envs.mujoco_setup import mujoco
 from lewm_ros.envs.physics_thread import PhysicsThread
 from lewm_ros.envs.reach_env import ReachConfig, ReachEnv, StepResult
