@@ -73,7 +73,6 @@ def assemble(spec: ControllerSpec, log: Callable[[str], None] = lambda _text: No
         torch.set_num_threads(spec.torch_threads)
     bundle_path = find_bundle(spec.bundle)
     bundle = load_bundle(bundle_path, device=device)
-    encoder, encoder_precision = cast_encoder(bundle.load_torchscript("encoder", device), device, spec.precision)
     notes: list[str] = []
     config = spec.planner
     dim = bundle.config.latent_dim
@@ -84,6 +83,9 @@ def assemble(spec: ControllerSpec, log: Callable[[str], None] = lambda _text: No
         config = replace(config, precision=chosen)
         notes.append(f"precision auto -> {chosen} (ms per scoring pass: {timings})")
     planner = LatentPlanner.from_bundle(bundle, config, device)
+    # The encoder follows the precision the planner settled on (measured when `auto`).
+    encoder, encoder_precision = cast_encoder(bundle.load_torchscript("encoder", device), device,
+                                              planner.config.precision)  # fmt: skip
     roadmap = load_roadmap(spec.roadmap, bundle_path, dim)
     planner.set_roadmap(roadmap)
     if roadmap is not None:
