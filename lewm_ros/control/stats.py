@@ -13,6 +13,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+NOT_CAMERA_DROPS = ("goal", "joint_state")  # drops counted in `dropped` that are not camera frames
+
 
 @dataclass
 class ControlStats:
@@ -51,6 +53,33 @@ class ControlStats:
         """Ticks per second over the recent tick times (0 with fewer than two)."""
         ticks = list(self.tick_times)
         return (len(ticks) - 1) / (ticks[-1] - ticks[0]) if len(ticks) > 1 and ticks[-1] > ticks[0] else 0.0
+
+
+    def report(self) -> dict[str, str]:
+        """The counters and timings as diagnostics key/values (strings, as DiagnosticStatus carries them)."""
+        return {
+            "control_rate_hz": f"{self.control_rate_hz():.2f}",
+            "plan_ms_p50": f"{percentile(self.plan_ms, 50):.1f}",
+            "plan_ms_p95": f"{percentile(self.plan_ms, 95):.1f}",
+            "plan_samples": str(self.plan_samples),
+            "camera_to_command_ms_p50": f"{percentile(self.latency_ms, 50):.1f}",
+            "camera_to_command_ms_p95": f"{percentile(self.latency_ms, 95):.1f}",
+            "frames": str(self.frames),
+            "dropped_frames": str(sum(v for k, v in self.dropped.items() if k not in NOT_CAMERA_DROPS)),
+            "dropped_by_reason": ", ".join(f"{k}={v}" for k, v in sorted(self.dropped.items())),
+            "commands": str(self.commands),
+            "safe_commands": str(self.safe_commands),
+            "plans": str(self.plans),
+            "partial_plans": str(self.partial_plans),
+            "plan_overruns": str(self.overruns),
+            "unsynchronised_frames": str(self.unsynchronised),
+            "late_ticks": str(self.late_ticks),
+            "surprise_skipped": str(self.surprise_skipped),
+            "tick_stalls": str(self.stalls),
+            "errors": str(self.errors),
+            "plan_cost": f"{self.last_cost:.4g}",
+            "stops": ", ".join(f"{k}={v}" for k, v in sorted(self.stops.items())),
+        }
 
 
 def percentile(values: Iterable[float] | Sized, q: float) -> float:

@@ -30,15 +30,11 @@ import numpy as np
 import rclpy
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from rcl_interfaces.msg import (
-    FloatingPointRange,
-    IntegerRange,
-    ParameterDescriptor,
     SetParametersResult,
 )
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
 from rclpy.clock import Clock, ClockType
 from rclpy.duration import Duration as RosDuration
-from rclpy.exceptions import ParameterException, ParameterUninitializedException
 from rclpy.executors import ExternalShutdownException
 from rclpy.lifecycle import LifecycleState, TransitionCallbackReturn
 from rclpy.lifecycle import Node as LifecycleNode
@@ -55,12 +51,12 @@ from lewm_ros.control.debug_view import debug_view
 from lewm_ros.control.log_limit import ReasonThrottle, reason_key
 from lewm_ros.control.loop import ControlLoop
 from lewm_ros.control.rules import Conditions, stop_reason
-from lewm_ros.control.settings import PARAMETERS, AgentSettings, Param, SettingsError, build_settings, check_value
-from lewm_ros.control.stats import ControlStats, percentile
+from lewm_ros.control.settings import PARAMETERS, AgentSettings, SettingsError, build_settings, check_value
+from lewm_ros.control.stats import ControlStats
 from lewm_ros.control.surprise import SurpriseMonitor, threshold_from_bundle
 from lewm_ros.data.frames import FrameSizeError, fit_frame
-from lewm_ros.ros import image_codec
-from lewm_ros.ros.commands import array_command, trajectory_command
+from lewm_ros.ros import image_codec, parameter_table
+from lewm_ros.ros.commands import command_message, safe_message
 from lewm_ros.ros.executor import ResponsiveExecutor
 
 NODE_NAME = "lewm_agent"
@@ -68,11 +64,6 @@ GOAL_QOS = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE, durabilit
 STATE_QOS = QoSProfile(depth=10)
 LOG_REPEAT_S = 5.0  # a stop reason or resume is logged at most this often, with a count of the ones held back
 EXIT_ACK_S = 0.5  # at exit, how long to wait for subscribers to acknowledge the safe command
-_TYPES = {bool: Parameter.Type.BOOL, int: Parameter.Type.INTEGER, float: Parameter.Type.DOUBLE,
-          str: Parameter.Type.STRING}  # fmt: skip
-_LIST_TYPES = {str: Parameter.Type.STRING_ARRAY, float: Parameter.Type.DOUBLE_ARRAY}
-
-
 @dataclass
 class Frame:
     pixels: np.ndarray  # (S, S, 3) uint8, the model's input size, owned (not a view of a message)
@@ -81,26 +72,12 @@ class Frame:
     header: Header  # the camera's stamp and frame_id, echoed on ~/plan_source
 
 
-def _descriptor(param: Param) -> ParameterDescriptor:
-    text = param.description + (f" ({'|'.join(param.choices)})" if param.choices else "")
-    descriptor = ParameterDescriptor(description=text, read_only=not param.live)
-    if param.kind is float and param.low is not None:
-        descriptor.floating_point_range = [FloatingPointRange(from_value=float(param.low), to_value=float(param.high))]
-    elif param.kind is int and param.low is not None:
-        descriptor.integer_range = [IntegerRange(from_value=int(param.low), to_value=int(param.high), step=1)]
-    if param.choices:
-        descriptor.additional_constraints = "one of: " + ", ".join(param.choices)
-    return descriptor
-
-
 class LewmAgent(LifecycleNode):
     """Camera frames in, joint commands out, through a LeWM bundle and a latent planner."""
 
     def __init__(self, **node_kwargs: Any) -> None:
         super().__init__(NODE_NAME, **node_kwargs)
-        self._declare_errors: dict[str, str] = {}
-        for param in PARAMETERS:
-            self._declare(param)
+        self._declare_errors = parameter_table.declare_all(self, PARAMETERS)
         self.add_on_set_parameters_callback(self._on_set_parameters)
         self._lock = threading.RLock()
         self._steady = Clock(clock_type=ClockType.STEADY_TIME)
@@ -111,26 +88,6 @@ class LewmAgent(LifecycleNode):
         self._clear_runtime()
 
     # ---- parameters ------------------------------------------------------------------------------------
-
-    def _declare(self, param: Param) -> None:
-        descriptor = _descriptor(param)
-        kind = _LIST_TYPES[param.items] if param.kind is list else _TYPES[param.kind]
-        value = kind if param.default is None else param.default
-        try:
-            self.declare_parameter(param.name, value, descriptor)
-        except ParameterException as err:
-            # A bad override (wrong type, out of range) must not kill the node: record it, fail configure.
-            self._declare_errors[param.name] = f"parameter {param.name}: {err}"
-            self.declare_parameter(param.name, value, descriptor, ignore_override=True)
-
-    def _parameter_values(self) -> dict[str, Any]:
-        values = {}
-        for param in PARAMETERS:
-            try:
-                values[param.name] = self.get_parameter(param.name).value
-            except ParameterUninitializedException:
-                values[param.name] = None
-        return values
 
     def _on_set_parameters(self, changes: list[Parameter]) -> SetParametersResult:
         """Live parameters are validated here; the rest are read-only (their descriptors say so)."""
@@ -245,7 +202,7 @@ class LewmAgent(LifecycleNode):
 
         if self._declare_errors:
             raise SettingsError("; ".join(self._declare_errors.values()))
-        settings = build_settings(self._parameter_values())
+        settings = build_settings(parameter_table.values(self, PARAMETERS))
         try:
             controller = assemble(settings.controller_spec(), log=self.get_logger().info)
         except AssemblyError as err:
@@ -605,36 +562,16 @@ class LewmAgent(LifecycleNode):
             self._stopped = reason
 
     def _publish_command(self, velocity: np.ndarray) -> None:
-        s = self.settings
-        if not np.all(np.isfinite(velocity)):
-            raise UnsafeCommandError("refusing to publish a non-finite command")
-        if s.command_type == "joint_trajectory":
-            duration = s.trajectory_duration_ms / 1000.0
-            positions = None if self._measured is None else self._measured + velocity * duration
-            msg = trajectory_command(s.joint_names, self.get_clock().now().to_msg(), duration, positions, velocity)
-        elif s.command_interface == "position":
-            msg = array_command(self.shaper.hold_position(self._measured) + velocity * s.control_period, s.joint_names)
-        else:
-            msg = array_command(velocity, s.joint_names)
-        self.command_pub.publish(msg)
+        stamp = self.get_clock().now().to_msg()
+        self.command_pub.publish(command_message(self.settings, self.shaper, velocity, self._measured, stamp))
         self.stats.commands += 1
         self.stats.last_command = time.monotonic()
 
     def _publish_safe(self) -> None:
-        s = self.settings
-        if s is None or self.command_pub is None:
+        if self.settings is None or self.command_pub is None:
             return
-        zeros = self.shaper.safe_velocity()
         try:
-            if s.safe_action == "hold":
-                hold = self.shaper.hold_position(self._measured)
-                if s.command_type == "joint_trajectory":
-                    msg = trajectory_command(s.joint_names, self.get_clock().now().to_msg(),
-                                             s.trajectory_duration_ms / 1000.0, hold, zeros)  # fmt: skip
-                else:
-                    msg = array_command(hold, s.joint_names)
-            else:
-                msg = array_command(zeros, s.joint_names)
+            msg = safe_message(self.settings, self.shaper, self._measured, self.get_clock().now().to_msg())
         except UnsafeCommandError as err:
             self.get_logger().error(f"cannot send the safe command: {err}", throttle_duration_sec=2.0)
             return
@@ -649,7 +586,6 @@ class LewmAgent(LifecycleNode):
         stats, s = self.stats, self.settings
         now = time.monotonic()
         frame = self._frame
-        rate = stats.control_rate_hz()
         state = "active" if self._active else ("inactive" if s is not None else "unconfigured")
         values = {
             "state": state,
@@ -659,27 +595,8 @@ class LewmAgent(LifecycleNode):
             "device": str(self.device or ""),
             "precision": self._precision,
             "encoder_precision": self._encoder_precision,
-            "control_rate_hz": f"{rate:.2f}",
-            "plan_ms_p50": f"{percentile(stats.plan_ms, 50):.1f}",
-            "plan_ms_p95": f"{percentile(stats.plan_ms, 95):.1f}",
-            "plan_samples": str(stats.plan_samples),
-            "camera_to_command_ms_p50": f"{percentile(stats.latency_ms, 50):.1f}",
-            "camera_to_command_ms_p95": f"{percentile(stats.latency_ms, 95):.1f}",
+            **stats.report(),
             "frame_age_ms": f"{1000 * (now - frame.received):.0f}" if frame else "",
-            "frames": str(stats.frames),
-            "dropped_frames": str(sum(v for k, v in stats.dropped.items() if k not in ("goal", "joint_state"))),
-            "dropped_by_reason": ", ".join(f"{k}={v}" for k, v in sorted(stats.dropped.items())),
-            "commands": str(stats.commands),
-            "safe_commands": str(stats.safe_commands),
-            "plans": str(stats.plans),
-            "partial_plans": str(stats.partial_plans),
-            "plan_overruns": str(stats.overruns),
-            "unsynchronised_frames": str(stats.unsynchronised),
-            "late_ticks": str(stats.late_ticks),
-            "surprise_skipped": str(stats.surprise_skipped),
-            "tick_stalls": str(stats.stalls),
-            "errors": str(stats.errors),
-            "plan_cost": f"{stats.last_cost:.4g}",
             "roadmap_off_map_goals": str(roadmap.off_map_goals) if (roadmap := self._roadmap()) is not None else "",
             "surprise": f"{self.surprise.latest:.4g}",
             "surprise_threshold": "" if self.surprise.threshold is None else f"{self.surprise.threshold:.4g}",
