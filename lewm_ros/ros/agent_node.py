@@ -22,7 +22,7 @@ import math
 import sys
 import threading
 import time
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -54,8 +54,8 @@ from lewm_ros.control.rules import Conditions, stop_reason
 from lewm_ros.control.settings import PARAMETERS, AgentSettings, SettingsError, build_settings, check_value
 from lewm_ros.control.stats import ControlStats
 from lewm_ros.control.surprise import SurpriseMonitor, threshold_from_bundle
-from lewm_ros.data.frames import FrameSizeError, fit_frame
 from lewm_ros.ros import image_codec, parameter_table
+from lewm_ros.ros.agent_sensors import Frame, Sensors
 from lewm_ros.ros.commands import command_message, safe_message
 from lewm_ros.ros.executor import ResponsiveExecutor
 
@@ -64,14 +64,6 @@ GOAL_QOS = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE, durabilit
 STATE_QOS = QoSProfile(depth=10)
 LOG_REPEAT_S = 5.0  # a stop reason or resume is logged at most this often, with a count of the ones held back
 EXIT_ACK_S = 0.5  # at exit, how long to wait for subscribers to acknowledge the safe command
-@dataclass
-class Frame:
-    pixels: np.ndarray  # (S, S, 3) uint8, the model's input size, owned (not a view of a message)
-    received: float  # time.monotonic() at arrival
-    sequence: int
-    header: Header  # the camera's stamp and frame_id, echoed on ~/plan_source
-
-
 class LewmAgent(LifecycleNode):
     """Camera frames in, joint commands out, through a LeWM bundle and a latent planner."""
 
@@ -183,10 +175,8 @@ class LewmAgent(LifecycleNode):
         self.surprise = SurpriseMonitor(None)
         self.command_pub = None
         self.stats = ControlStats()
-        self._frame: Frame | None = None
         self._goal_pixels: np.ndarray | None = None
-        self._pending_goal: np.ndarray | None = None
-        self._measured: np.ndarray | None = None
+        self.sensors = Sensors(self, self.stats)
         self._stopped: str | None = None
         self._latency_from: float | None = None
         self._tick_clock: int | None = None  # node-clock time (ns) of the last control tick
@@ -228,6 +218,7 @@ class LewmAgent(LifecycleNode):
             )
         with self._lock:
             self.settings, self.bundle = settings, bundle
+            self.sensors.configure(settings, bundle.image_size)
             self.bundle_path, self.device = controller.bundle_path, controller.device
             self.shaper = shaper
             self.mpc = controller.mpc
@@ -235,7 +226,7 @@ class LewmAgent(LifecycleNode):
             self._limits = settings.limits()
             self._update_surprise_threshold()
         if settings.goal_image_path:
-            self._pending_goal = self._read_goal_file(settings.goal_image_path)
+            self.sensors.pending_goal = self._read_goal_file(settings.goal_image_path)
         self._create_entities(settings)
 
     def _update_surprise_threshold(self) -> None:
@@ -252,7 +243,7 @@ class LewmAgent(LifecycleNode):
         bgr = cv2.imread(path, cv2.IMREAD_COLOR)
         if bgr is None:
             raise SettingsError(f"goal_image_path {path!r}: not a readable image file")
-        return fit_frame(np.ascontiguousarray(bgr[..., ::-1]), self.bundle.image_size, self.settings.image_policy)
+        return self.sensors.fit(np.ascontiguousarray(bgr[..., ::-1]))
 
     def _create_entities(self, s: AgentSettings) -> None:
         self._sensor_group = MutuallyExclusiveCallbackGroup()
@@ -265,21 +256,16 @@ class LewmAgent(LifecycleNode):
         self.source_pub = self._keep("pub", self.create_publisher(Header, "~/plan_source", STATE_QOS))
         self.debug_pub = self._keep("pub", self.create_publisher(Image, "~/debug_image", qos_profile_sensor_data))
         self.diag_pub = self._keep("pub", self.create_publisher(DiagnosticArray, "/diagnostics", STATE_QOS))
+        group, reports, inputs = self._sensor_group, self._report_group, self.sensors
+        camera_type, camera_topic = Image, s.image_topic
         if s.compressed:
-            topic = s.image_topic.rstrip("/") + "/compressed"
-            camera = self.create_subscription(
-                CompressedImage, topic, self._on_image, qos_profile_sensor_data, callback_group=self._sensor_group
-            )
-        else:
-            camera = self.create_subscription(
-                Image, s.image_topic, self._on_image, qos_profile_sensor_data, callback_group=self._sensor_group
-            )
-        self._keep("sub", camera)
-        sensors, reports = self._sensor_group, self._report_group
-        self._keep("sub", self.create_subscription(Image, s.goal_topic, self._on_goal, GOAL_QOS,
-                                                   callback_group=sensors))  # fmt: skip
-        self._keep("sub", self.create_subscription(JointState, s.joint_states_topic, self._on_joint_state, STATE_QOS,
-                                                   callback_group=sensors))  # fmt: skip
+            camera_type, camera_topic = CompressedImage, s.image_topic.rstrip("/") + "/compressed"
+        subscribe = self.create_subscription
+        self._keep("sub", subscribe(camera_type, camera_topic, inputs.on_image, qos_profile_sensor_data,
+                                    callback_group=group))  # fmt: skip
+        self._keep("sub", subscribe(Image, s.goal_topic, inputs.on_goal, GOAL_QOS, callback_group=group))
+        self._keep("sub", subscribe(JointState, s.joint_states_topic, inputs.on_joint_state, STATE_QOS,
+                                    callback_group=group))  # fmt: skip
         self._keep("srv", self.create_service(Trigger, "~/set_goal_from_current", self._on_set_goal_from_current,
                                               callback_group=reports))  # fmt: skip
         self._keep("srv", self.create_service(SetBool, "~/enable", self._on_enable, callback_group=reports))
@@ -319,78 +305,14 @@ class LewmAgent(LifecycleNode):
 
     # ---- sensor callbacks: decode and store only -------------------------------------------------------------
 
-    def _on_image(self, msg: Image | CompressedImage) -> None:
-        received = time.monotonic()
-        stats, settings, bundle = self.stats, self.settings, self.bundle
-        if settings is None or bundle is None:
-            return  # a message racing a cleanup
-        stats.frames += 1
-        try:
-            self._check_stamp(msg)
-            pixels = fit_frame(image_codec.to_rgb(msg), bundle.image_size, settings.image_policy)
-        except (image_codec.ImageDecodeError, FrameSizeError, _StaleFrameError) as err:
-            reason = type(err).__name__
-            stats.dropped[{"ImageDecodeError": "undecodable", "FrameSizeError": "wrong_size"}.get(reason, "stale")] += 1
-            stats.invalid_in_row += 1
-            self.get_logger().warning(f"camera frame dropped: {err}", throttle_duration_sec=5.0)
-            return
-        except Exception as err:  # a camera message must never take the node down
-            stats.dropped["unexpected"] += 1
-            stats.invalid_in_row += 1
-            self.get_logger().error(f"camera frame dropped (unexpected {type(err).__name__}): {err}",
-                                    throttle_duration_sec=5.0)  # fmt: skip
-            return
-        if pixels.base is not None or not pixels.flags.writeable:
-            pixels = pixels.copy()  # never keep a view of a message buffer the middleware may reuse
-        stats.invalid_in_row = 0
-        self._frame = Frame(pixels, received, stats.frames, msg.header)
-
-    def _check_stamp(self, msg: Image | CompressedImage) -> None:
-        limit = self.settings.max_frame_age_ms
-        if limit <= 0:
-            return
-        stamp = Time.from_msg(msg.header.stamp, clock_type=self.get_clock().clock_type)
-        age_ms = (self.get_clock().now() - stamp).nanoseconds / 1e6
-        if abs(age_ms) > limit:
-            raise _StaleFrameError(f"stamp is {age_ms:.0f} ms old (limit {limit:g} ms)")
-
-    def _on_goal(self, msg: Image) -> None:
-        settings, bundle = self.settings, self.bundle
-        if settings is None or bundle is None:
-            return
-        try:
-            pixels = fit_frame(image_codec.to_rgb(msg), bundle.image_size, settings.image_policy)
-        except (image_codec.ImageDecodeError, FrameSizeError) as err:
-            self.stats.dropped["goal"] += 1
-            self.get_logger().error(f"goal image rejected: {err}")
-            return
-        self._pending_goal = pixels.copy()
-        self.get_logger().info("new goal image received")
-
-    def _on_joint_state(self, msg: JointState) -> None:
-        if self.settings is None:
-            return
-        names = self.settings.joint_names
-        try:
-            index = {name: i for i, name in enumerate(msg.name)}
-            measured = np.array([msg.position[index[name]] for name in names], np.float64)
-        except (KeyError, IndexError):
-            self.stats.dropped["joint_state"] += 1
-            self.get_logger().warning(f"joint_states without all of {list(names)}", throttle_duration_sec=10.0)
-            return
-        if not np.all(np.isfinite(measured)):
-            self.stats.dropped["joint_state"] += 1
-            return
-        self._measured = measured
-
     # ---- services ------------------------------------------------------------------------------------------
 
     def _on_set_goal_from_current(self, request: Trigger.Request, response: Trigger.Response) -> Trigger.Response:
-        frame = self._frame
+        frame = self.sensors.frame
         if frame is None or self.settings is None:
             response.success, response.message = False, "no camera frame received yet"
             return response
-        self._pending_goal = frame.pixels.copy()
+        self.sensors.pending_goal = frame.pixels.copy()
         age = 1000 * (time.monotonic() - frame.received)
         response.success, response.message = True, f"goal set from the camera frame received {age:.0f} ms ago"
         return response
@@ -410,11 +332,11 @@ class LewmAgent(LifecycleNode):
     # ---- control ---------------------------------------------------------------------------------------------
 
     def _stop_reason(self, now: float) -> str | None:
-        frame = self._frame
+        frame = self.sensors.frame
         conditions = Conditions(
             enabled=self._enabled, surprise_alarm=self.surprise.alarm, has_goal=self.mpc.goal is not None,
             frame_age_ms=None if frame is None else 1000 * (now - frame.received),
-            invalid_in_row=self.stats.invalid_in_row, has_measured_position=self._measured is not None,
+            invalid_in_row=self.stats.invalid_in_row, has_measured_position=self.sensors.measured is not None,
         )  # fmt: skip
         return stop_reason(conditions, self._limits)
 
@@ -478,7 +400,7 @@ class LewmAgent(LifecycleNode):
         return max(3 * self.settings.control_period, self.settings.frame_timeout_ms / 1000.0)
 
     def _apply_pending_goal(self) -> None:
-        goal, self._pending_goal = self._pending_goal, None
+        goal = self.sensors.take_goal()
         if goal is not None:
             self.mpc.set_goal(goal)
             self._goal_pixels = goal
@@ -534,14 +456,14 @@ class LewmAgent(LifecycleNode):
         clock time. Under use_sim_time the simulator stamps a frame with the step it shows, so this pairs each
         block boundary with the frame of that very step instead of, by a race, the step before."""
         limit = self.settings.frame_sync_ms / 1000.0
-        frame = self._frame
+        frame = self.sensors.frame
         if limit <= 0:
             return frame, True
         tick = self.get_clock().now().nanoseconds
         deadline = time.monotonic() + limit
         while Time.from_msg(frame.header.stamp).nanoseconds < tick and time.monotonic() < deadline:
             time.sleep(0.0005)
-            frame = self._frame
+            frame = self.sensors.frame
         synchronised = Time.from_msg(frame.header.stamp).nanoseconds >= tick
         self.stats.unsynchronised += int(not synchronised)
         return frame, synchronised
@@ -563,7 +485,7 @@ class LewmAgent(LifecycleNode):
 
     def _publish_command(self, velocity: np.ndarray) -> None:
         stamp = self.get_clock().now().to_msg()
-        self.command_pub.publish(command_message(self.settings, self.shaper, velocity, self._measured, stamp))
+        self.command_pub.publish(command_message(self.settings, self.shaper, velocity, self.sensors.measured, stamp))
         self.stats.commands += 1
         self.stats.last_command = time.monotonic()
 
@@ -571,7 +493,7 @@ class LewmAgent(LifecycleNode):
         if self.settings is None or self.command_pub is None:
             return
         try:
-            msg = safe_message(self.settings, self.shaper, self._measured, self.get_clock().now().to_msg())
+            msg = safe_message(self.settings, self.shaper, self.sensors.measured, self.get_clock().now().to_msg())
         except UnsafeCommandError as err:
             self.get_logger().error(f"cannot send the safe command: {err}", throttle_duration_sec=2.0)
             return
@@ -585,7 +507,7 @@ class LewmAgent(LifecycleNode):
         """The agent's health as one DiagnosticStatus (also used by tests and the in-process demo)."""
         stats, s = self.stats, self.settings
         now = time.monotonic()
-        frame = self._frame
+        frame = self.sensors.frame
         state = "active" if self._active else ("inactive" if s is not None else "unconfigured")
         values = {
             "state": state,
@@ -636,7 +558,7 @@ class LewmAgent(LifecycleNode):
 
     def _maybe_publish_debug(self) -> None:
         s = self.settings
-        if s is None or s.debug_image_rate_hz <= 0 or self._frame is None:
+        if s is None or s.debug_image_rate_hz <= 0 or self.sensors.frame is None:
             return
         now = time.monotonic()
         if now - self._last_debug < 1.0 / s.debug_image_rate_hz or self.debug_pub.get_subscription_count() == 0:
@@ -652,7 +574,7 @@ class LewmAgent(LifecycleNode):
             f"surprise {self.surprise.latest:.3g}" + (f" / {threshold:.3g}" if threshold else ""),
             ("ALARM " if self.surprise.alarm else "") + (self._stopped or "running"),
         ]
-        return debug_view(None if self._frame is None else self._frame.pixels, self._goal_pixels, lines)
+        return debug_view(None if self.sensors.frame is None else self.sensors.frame.pixels, self._goal_pixels, lines)
 
     def publish_safe_and_stop(self) -> bool:
         """For Ctrl-C, SIGTERM and process exit: whatever the state, leave the arm with the safe command (when a
@@ -673,10 +595,6 @@ class LewmAgent(LifecycleNode):
         except Exception as err:  # the context may already be gone (external shutdown): say so, do not crash
             print(f"lewm_agent: could not send the safe command at exit: {err}", file=sys.stderr)
             return False
-
-
-class _StaleFrameError(ValueError):
-    pass
 
 
 EXIT_OK = 0  # stopped by SIGINT/SIGTERM/shutdown with the safe command sent (or nothing was ever commanded)
