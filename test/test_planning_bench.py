@@ -37,7 +37,7 @@ def test_bench_prints_a_human_summary_before_the_json_line(capsys):
 
 
 def reference_missing():
-    from lewm_ros.planning.bench import load_reference
+    from lewm_ros.benchmarks.reference import load_reference
 
     try:
         load_reference()
@@ -92,5 +92,5 @@ def test_bench_group_and_errors(capsys):
 
 
 def test_importing_the_bench_does_not_import_torch():
-    script = "import sys, lewm_ros.planning.bench; sys.exit('torch' in sys.modules)"
+    script = "import sys, lewm_ros.benchmarks.planner; sys.exit('torch' in sys.modules)"
     assert subprocess.run([sys.executable, "-c", script]).returncode == 0
