@@ -1,5 +1,6 @@
 """The training engine behind `lewm-ros train` (lewm_ros/train.py holds the command line, settings.py the
-settings it resolves to).
+settings it resolves to, prepare.py what is checked and built before the first step, timing.py the start-up
+measurements): the steps, evaluations, checkpoints, signals and export of one run.
 
 One process, or one per GPU under torchrun: DistributedSampler-dealt windows, DDP, the DDP-exact SIGReg,
 rank-0 logging, checkpoints and export. On CUDA with several processes the projectors' BatchNorm becomes
@@ -10,47 +11,28 @@ as plain DDP does.
 from __future__ import annotations
 
 import argparse
-import copy
 import json
 import signal
 import sys
 import time
 from dataclasses import astuple, dataclass
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 import torch.distributed as dist
-from torch import Tensor
 from tqdm import tqdm
 
-from lewm_ros.data.episodes import DatasetError
-from lewm_ros.data.windows import (
-    EpisodeBlock,
-    WindowSpec,
-    WindowStream,
-    action_statistics,
-    inspect_files,
-    split_episodes,
-)
-from lewm_ros.model.bundle import BundleError, load_bundle
-from lewm_ros.model.config import preset
+from lewm_ros.data.windows import EpisodeBlock
 from lewm_ros.model.lewm import LeWM, count_parameters
-from lewm_ros.model.precision import (
-    autocast,
-    check_precision,
-    choose_precision,
-    enable_tf32,
-    machine_description,
-    resolve_device,
-)
+from lewm_ros.model.precision import autocast, machine_description
 from lewm_ros.model.sigreg import SIGReg
-from lewm_ros.training.checkpoint import CHECKPOINT_FILE, CheckpointError, load_checkpoint, save_checkpoint
+from lewm_ros.training.checkpoint import save_checkpoint
 from lewm_ros.training.evaluate import evaluate_windows
 from lewm_ros.training.export import write_run_bundle
 from lewm_ros.training.monitor import MetricsLog, plot_curves
 from lewm_ros.training.objective import Objective, prediction_loss, sigreg_loss
+from lewm_ros.training.prepare import PreparedRun, prepare_run
 from lewm_ros.training.settings import (
     BUDGET_RESERVE,
     EXIT_EXPORT_FAILED,
@@ -58,35 +40,9 @@ from lewm_ros.training.settings import (
     EXIT_SIGINT,
     EXIT_SIGTERM,
     Dist,
-    RunOptions,
-    Settings,
-    TrainError,
-    dist_from_env,
     learning_rate,
-    resolve_settings,
 )
-
-
-@dataclass
-class PreparedRun:
-    """Everything `run_training` checks and builds before the first step, handed to the loop as one value."""
-
-    options: RunOptions
-    settings: Settings
-    ddp: Dist
-    device: torch.device
-    info: Any  # lewm_ros.data.windows.DatasetInfo of the --data files
-    cfg: Any  # lewm_ros.model.config.LeWMConfig
-    spec: WindowSpec
-    train_eps: list
-    val_eps: list
-    action_mean: np.ndarray
-    action_std: np.ndarray
-    stream: WindowStream
-    batches_per_epoch: int
-    train_windows: int
-    init_bundle: Any  # the --init bundle, or None
-    saved_state: dict[str, Any] | None  # the checkpoint on --resume, else None
+from lewm_ros.training.timing import measure_precision, measure_step_seconds
 
 
 @dataclass
@@ -110,149 +66,18 @@ class StepFlags:
 
 def run_training(args: argparse.Namespace) -> int:
     """Checks everything that can be checked before any work or file is written, then trains."""
-    options = RunOptions.from_args(args)
-    options.check()
-    ddp = dist_from_env()
-    out = options.out
-    saved_state: dict[str, Any] | None = None
-    if options.resume:
-        _prepare_out_dir(out, True, ddp.main)
-        try:
-            saved_state = load_checkpoint(out)
-        except CheckpointError as err:
-            raise TrainError(str(err)) from err
-    settings = resolve_settings(args, ddp.world, saved_state["settings"] if saved_state else None)
-    if options.threads:
-        torch.set_num_threads(options.threads)
-    try:
-        device = resolve_device(options.device)
-    except ValueError as err:
-        raise TrainError(str(err)) from err
-    if device.type == "cuda":
-        device = torch.device("cuda", ddp.local_rank)
-        torch.cuda.set_device(device)
-        enable_tf32(device)  # fp32 matmuls on tensor cores (precision.enable_tf32 says why and at what error)
-
-    # ---- data and model config: every check before any work or file is written
-    try:
-        info = inspect_files(settings.data)
-    except DatasetError as err:
-        raise TrainError(str(err)) from err
-    init_bundle = None
-    if settings.init:
-        try:
-            init_bundle = load_bundle(settings.init)
-        except BundleError as err:
-            raise TrainError(f"--init: {err}") from err
-    cfg = model_config(settings, info, init_bundle)
-    spec = WindowSpec(cfg.predictor.history, cfg.action.frameskip)
-    try:
-        train_eps, val_eps = split_episodes(info, spec, settings.val_fraction, settings.seed)
-    except DatasetError as err:
-        raise TrainError(str(err)) from err
-    if init_bundle is not None:  # fine-tuning keeps the action units the pretrained embedder knows
-        action_mean, action_std = init_bundle.action_mean, init_bundle.action_std
-    elif saved_state is not None:
-        action_mean = np.asarray(saved_state["action_mean"], np.float32)
-        action_std = np.asarray(saved_state["action_std"], np.float32)
-    else:
-        action_mean, action_std = action_statistics(info, train_eps)
-    local_batch = settings.batch_size // ddp.world
-    stream = WindowStream(
-        info, train_eps, spec, action_mean, action_std, batch_size=local_batch,
-        budget_bytes=options.max_ram_bytes, seed=settings.seed, rank=ddp.rank, world=ddp.world,
-    )  # fmt: skip
-    batches_per_epoch = stream.batches_per_epoch()
-    train_windows = sum(stream.windows_per_shard)
-    if batches_per_epoch == 0:
-        raise TrainError(
-            f"the training split holds {train_windows} windows in {len(train_eps)} episodes: fewer than one "
-            f"batch of {settings.batch_size}; collect more data or lower --batch-size"
-        )
-    if not options.resume:
-        _prepare_out_dir(out, False, ddp.main)
-
+    run = prepare_run(args)
+    options, ddp, device = run.options, run.ddp, run.device
     if ddp.active:
         # NCCL carries only CUDA tensors; the loop's small CPU collectives (stop/finite flags, RNG states for the
         # checkpoint, the step budget) go over gloo in the same process group.
         backend = "cpu:gloo,cuda:nccl" if device.type == "cuda" else "gloo"
         dist.init_process_group(backend, init_method=options.dist_init, rank=ddp.rank, world_size=ddp.world)
     try:
-        return _run(PreparedRun(
-            options, settings, ddp, device, info, cfg, spec, train_eps, val_eps, action_mean, action_std, stream,
-            batches_per_epoch, train_windows, init_bundle, saved_state,
-        ))  # fmt: skip
+        return _run(run)
     finally:
         if ddp.active and dist.is_initialized():
             dist.destroy_process_group()
-
-
-def _prepare_out_dir(out: Path, resume: bool, is_main: bool) -> None:
-    """--out must hold a checkpoint to resume, or be new or empty and writable (checked by rank 0)."""
-    if resume:
-        if not (out / CHECKPOINT_FILE).is_file():
-            raise TrainError(f"--resume: {out} holds no {CHECKPOINT_FILE} to continue from")
-        return
-    if out.exists() and (not out.is_dir() or any(out.iterdir())):
-        raise TrainError(
-            f"--out {out} exists and is not empty; pass --resume to continue it, or choose a new directory"
-        )
-    if not is_main:
-        return
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-        probe = out / ".write_test"
-        probe.write_text("ok")
-        probe.unlink()
-    except OSError as err:
-        raise TrainError(f"--out {out} is not writable: {err}") from err
-
-
-def model_config(settings: Settings, info: Any, init_bundle: Any) -> Any:
-    """The preset (or --init bundle's) config, fitted to the data's action dimension and checked against it."""
-    try:
-        cfg = preset(settings.preset) if settings.preset else None
-    except ValueError as err:
-        raise TrainError(str(err)) from err
-    height, width, _ = info.image_shape
-    if init_bundle is not None:
-        base = init_bundle.config
-        if cfg is not None and cfg.with_action(base.action.action_dim).to_dict() != base.to_dict():
-            diff = _dict_diff(cfg.with_action(base.action.action_dim).to_dict(), base.to_dict())
-            raise TrainError(f"--init bundle's architecture differs from --preset {settings.preset}: {diff}")
-        if base.action.action_dim != info.action_dim:
-            raise TrainError(f"--init bundle has action_dim {base.action.action_dim}, the data {info.action_dim}")
-        if (height, width) != (base.encoder.image_size,) * 2:
-            raise TrainError(
-                f"--init bundle's image size is {base.encoder.image_size}x{base.encoder.image_size}, "
-                f"the data's {height}x{width}; collect or convert the data at the bundle's size"
-            )
-        return base
-    assert cfg is not None
-    if height != width:
-        raise TrainError(f"the model takes square images; the data's are {height}x{width}")
-    if cfg.action.action_dim != info.action_dim:
-        cfg = cfg.with_action(info.action_dim)
-    if height != cfg.encoder.image_size:
-        print(
-            f"note: frames are {height}x{width}, preset {settings.preset} encodes "
-            f"{cfg.encoder.image_size}x{cfg.encoder.image_size}: frames are resized in the model",
-            file=sys.stderr,
-        )
-    return cfg
-
-
-def _dict_diff(a: dict, b: dict, prefix: str = "") -> str:
-    out = []
-    for key in sorted(set(a) | set(b)):
-        va, vb = a.get(key), b.get(key)
-        if isinstance(va, dict) and isinstance(vb, dict):
-            inner = _dict_diff(va, vb, f"{prefix}{key}.")
-            if inner:
-                out.append(inner)
-        elif va != vb:
-            out.append(f"{prefix}{key} {va!r} vs {vb!r}")
-    return "; ".join(out)
 
 
 def _run(run: PreparedRun) -> int:
@@ -289,7 +114,7 @@ def _run(run: PreparedRun) -> int:
     if saved_state is not None:
         precision, timings = saved_state["precision"], {}
     else:
-        precision, timings = _pick_precision(settings, objective, sigreg, stream, device, ddp, log)
+        precision, timings = measure_precision(settings, objective, sigreg, stream, device, ddp, log)
     if ddp.active and device.type == "cuda":
         objective = torch.nn.SyncBatchNorm.convert_sync_batchnorm(objective)
     wrapped = (
@@ -326,7 +151,7 @@ def _run(run: PreparedRun) -> int:
         if settings.epochs is not None:
             total_steps = settings.epochs * batches_per_epoch
         else:
-            step_s = _measure_step_seconds(objective, sigreg, stream, device, precision, settings, log)
+            step_s = measure_step_seconds(objective, sigreg, stream, device, precision, settings, log)
             total_steps = max(1, int(settings.minutes * 60 * BUDGET_RESERVE / step_s))
             if ddp.active:
                 shared = torch.tensor([total_steps], dtype=torch.float64)
@@ -568,74 +393,3 @@ def _fit_budget(episodes: list, info: Any, budget: int) -> list:
         kept.append(ref)
         used += size
     return kept
-
-
-def _train_step_workload(objective, sigreg, frames, blocks, device, precision, settings) -> None:
-    with autocast(device, precision):
-        z, pred = objective(frames, blocks)
-    loss = prediction_loss(z, pred) + settings.sigreg_weight * sigreg_loss(sigreg, z)
-    loss.backward()
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
-def _sample_batch(stream, device):
-    frames, blocks = stream.first_batch()
-    return torch.from_numpy(frames).to(device), torch.from_numpy(blocks).to(device)
-
-
-def _pick_precision(settings, objective, sigreg, stream, device, ddp, log=print):
-    """Measure on a copy of the model with the RNG state saved and restored, so training is unaffected;
-    a progress line per measured step through `log` (minutes on a loaded CPU must not look like a hang)."""
-    if settings.precision != "auto":
-        try:
-            check_precision(device, settings.precision)
-        except ValueError as err:
-            raise TrainError(str(err)) from err
-        return settings.precision, {}
-    rng = _rng_state(device)
-    probe = copy.deepcopy(objective)
-    frames, blocks = _sample_batch(stream, device)
-
-    def workload(precision: str) -> None:
-        probe.zero_grad(set_to_none=True)
-        _train_step_workload(probe, sigreg, frames, blocks, device, precision, settings)
-
-    chosen, timings = choose_precision(device, "auto", workload, repeats=2,
-                                       progress=lambda line: log(f"start-up: {line}", flush=True))  # fmt: skip
-    _set_rng_state(device, rng)
-    if ddp.active:
-        shared = [chosen]
-        dist.broadcast_object_list(shared, src=0)
-        chosen = shared[0]
-    return chosen, timings
-
-
-def _measure_step_seconds(objective, sigreg, stream, device, precision, settings, log=print) -> float:
-    """Median time of a full optimiser step on a copy (RNG restored): turns --minutes into a step count;
-    a progress line per step through `log`."""
-    rng = _rng_state(device)
-    probe = copy.deepcopy(objective)
-    optimizer = torch.optim.AdamW(probe.parameters(), lr=0.0)
-    frames, blocks = _sample_batch(stream, device)
-    times = []
-    for _ in range(4):
-        started = time.perf_counter()
-        optimizer.zero_grad(set_to_none=True)
-        _train_step_workload(probe, sigreg, frames, blocks, device, precision, settings)
-        optimizer.step()
-        times.append(time.perf_counter() - started)
-        log(f"start-up: timing a training step for --minutes: {len(times)}/4, {times[-1]:.1f} s", flush=True)
-    _set_rng_state(device, rng)
-    return float(sorted(times[1:])[len(times[1:]) // 2])
-
-
-def _rng_state(device: torch.device) -> tuple[Tensor, Tensor | None]:
-    """CPU and (on CUDA) device RNG states: dropout and SIGReg directions draw from the device's generator."""
-    return torch.get_rng_state(), torch.cuda.get_rng_state(device) if device.type == "cuda" else None
-
-
-def _set_rng_state(device: torch.device, state: tuple[Tensor, Tensor | None]) -> None:
-    torch.set_rng_state(state[0])
-    if state[1] is not None:
-        torch.cuda.set_rng_state(state[1], device)
