@@ -1,136 +1,125 @@
 """`lewm-ros`: the umbrella command line.
 
-Each subcommand lives next to the code it drives and registers itself through a
-`register(subparsers)` function listed in COMMAND_MODULES, so adding one is a one-line change here.
+Each subcommand lives next to the code it drives and registers itself through a `register(subparsers)` function
+in its module. COMMANDS below names, for every subcommand, that module and its one-line help: `lewm-ros --help`
+lists the table without importing any subcommand module, and `lewm-ros <command> ...` imports only the module
+of <command>. So `--help` costs no torch, MuJoCo, rosbags, h5py or rclpy, and a machine without rosbags (a
+training box, a Jetson) still runs `train` or `bench planner`. Adding a subcommand: one line in COMMANDS.
 
-Bad arguments, for every subcommand, end as one stderr line `lewm-ros <command>: error: ...` and exit
-code 2: the parser class below replaces argparse's usage dump, the bounded number types reject
-non-numbers, NaN, inf and out-of-range values while parsing, and a subcommand that finds a bad
-combination of arguments later raises `UsageError`, which `main` reports the same way.
+`lewm-ros bench X` is a group: any module listed under "bench" adds its `bench X` through
+lewm_ros.arguments.bench_subparsers, and running any benchmark registers them all (the group's help lists them).
 
-Start-up cost: `--version` is answered before any subcommand module is imported, and the modules keep
-heavy imports (torch, rclpy) inside their functions, so `--help` and the parser cost about half a second
-rather than torch's import (test/test_cli_startup.py holds both).
+Bad arguments, for every subcommand, end as one stderr line `lewm-ros <command>: error: ...` and exit code 2
+(lewm_ros/arguments.py: the parser class, the bounded number types, and UsageError, which `main` reports).
+`--version` is answered before any parser is built (test/test_cli_startup.py holds both costs).
 """
 
 from __future__ import annotations
 
 import argparse
 import importlib
-import math
 import sys
-from collections.abc import Callable
-from typing import NoReturn
+from collections.abc import Callable, Iterable
+from typing import NamedTuple
 
 from lewm_ros import __version__
+from lewm_ros.arguments import BENCH_DEST, BENCH_HELP, EXIT_USAGE, OneLineArgumentParser, UsageError, one_line
 
 PROG = "lewm-ros"
-EXIT_USAGE = 2
-COMMAND_MODULES: tuple[str, ...] = (
-    "lewm_ros.model.cli", "lewm_ros.envs.collect", "lewm_ros.data.cli", "lewm_ros.train",
-    "lewm_ros.evaluate", "lewm_ros.probe", "lewm_ros.planning.bench", "lewm_ros.planning.roadmap_build",
-    "lewm_ros.ros.sim_reach", "lewm_ros.doctor",
-    "lewm_ros.data.bag_check", "lewm_ros.ros.bag_recorder",
-    "lewm_ros.data.bag2dataset",
-)
 _COMMAND_DEST = "_lewm_command"
-_BENCH_DEST = "_lewm_bench"
 
 
-class UsageError(ValueError):
-    """A bad argument (or combination) found after parsing; `main` prints it as one line and exits 2."""
+class Command(NamedTuple):
+    """Where a subcommand registers itself (every module of a group such as bench), and its `--help` line."""
+
+    modules: tuple[str, ...]
+    help: str
 
 
-def one_line(text: object) -> str:
-    """`text` with its line breaks and runs of spaces collapsed: library messages often span lines."""
-    return " ".join(str(text).split())
+COMMANDS: dict[str, Command] = {  # in `lewm-ros --help` order; each help as its module's add_parser gives it
+    "model-info": Command(("lewm_ros.model.cli",), "parameter counts and config of a preset or bundle"),
+    "import-reference": Command(
+        ("lewm_ros.model.cli",), "convert a reference stable-worldmodel LeWM state dict into a bundle"
+    ),
+    "collect": Command(
+        ("lewm_ros.envs.collect",), "collect exploration episodes from a MuJoCo scene into an HDF5 episode file"
+    ),
+    "dataset-info": Command(("lewm_ros.data.cli",), "validate an HDF5 episode file and print a summary"),
+    "train": Command(("lewm_ros.train",), "train LeWM on HDF5 episodes; writes a model bundle"),
+    "export": Command(
+        ("lewm_ros.train",), "bundle from a training run (--out), and/or add ONNX / torch.export encoder files"
+    ),
+    "eval": Command(("lewm_ros.evaluate",), "closed-loop planning in the MuJoCo reach scene, without ROS"),
+    "probe": Command(("lewm_ros.probe",), "linear-probe R^2 of joint positions from a bundle's latents"),
+    "bench": Command(("lewm_ros.benchmarks.planner",), BENCH_HELP),
+    "roadmap": Command(
+        ("lewm_ros.planning.roadmap_build",), "build the latent roadmap that lets planners reach far goals"
+    ),
+    "sim-reach": Command(
+        ("lewm_ros.ros.sim_reach",), "the reaching demo (MuJoCo sim + LeWM agent over ROS 2) in one process"
+    ),
+    "doctor": Command(("lewm_ros.doctor",), "check this machine for deployment: a PASS/WARN/FAIL table with fixes"),
+    "bag-check": Command(
+        ("lewm_ros.data.bag_check",), "report what a rosbag2 directory holds and recover a killed recording"
+    ),
+    "record": Command(
+        ("lewm_ros.ros.bag_recorder",),
+        "record topics into a rosbag2 directory (MCAP or sqlite3) with episode markers",
+    ),
+    "bag2dataset": Command(
+        ("lewm_ros.data.bag2dataset",),
+        "convert rosbag2 recordings (MCAP or sqlite3) into an HDF5 episode file for training",
+    ),
+}
+COMMAND_MODULES: tuple[str, ...] = tuple(dict.fromkeys(m for command in COMMANDS.values() for m in command.modules))
 
 
-class OneLineArgumentParser(argparse.ArgumentParser):
-    """argparse, but a parse error is one stderr line `prog: error: message` and exit code 2.
+def _not_registered(name: str) -> Callable[[argparse.Namespace], int]:
+    """A listed-only command's `run`: reached only when a caller parses a command it did not register."""
 
-    The default prints the whole usage block first, which buries the error in scripts and logs.
-    Subparsers inherit the class (argparse creates them with the parent's type).
-    """
+    def run(_args: argparse.Namespace) -> int:
+        raise UsageError(f"{name} was listed but not registered in this parser (build_parser({name!r}))")
 
-    def error(self, message: str) -> NoReturn:
-        self.exit(EXIT_USAGE, f"{self.prog}: error: {one_line(message)}\n")
+    return run
 
 
-def int_in(low: int, high: int) -> Callable[[str], int]:
-    """An argparse type: a base-10 integer in [low, high] (bounds in the error message)."""
-
-    def parse(text: str) -> int:
-        try:
-            value = int(text, 10)
-        except (TypeError, ValueError):
-            raise argparse.ArgumentTypeError(f"expected an integer in [{low}, {high}], got {text!r}") from None
-        if not low <= value <= high:
-            raise argparse.ArgumentTypeError(f"must be in [{low}, {high}], got {value}")
-        return value
-
-    parse.__name__ = "int"
-    return parse
-
-
-def float_in(low: float, high: float, *, low_open: bool = False) -> Callable[[str], float]:
-    """An argparse type: a finite number in [low, high] (or (low, high] with low_open); NaN/inf refused."""
-    interval = f"{'(' if low_open else '['}{low:g}, {high:g}]"
-
-    def parse(text: str) -> float:
-        try:
-            value = float(text)
-        except (TypeError, ValueError):
-            raise argparse.ArgumentTypeError(f"expected a number in {interval}, got {text!r}") from None
-        if not math.isfinite(value):
-            raise argparse.ArgumentTypeError(f"must be a finite number in {interval}, got {text!r}")
-        if value < low or value > high or (low_open and value == low):
-            raise argparse.ArgumentTypeError(f"must be in {interval}, got {value:g}")
-        return value
-
-    parse.__name__ = "float"
-    return parse
-
-
-def aligned(rows: list[tuple[str, str]]) -> str:
-    """Label/value lines with the values in one column: the human summary a command prints before its JSON."""
-    width = max((len(label) for label, _ in rows), default=0)
-    return "\n".join(f"{label:<{width}}  {value}" for label, value in rows)
-
-
-def add_json_flag(parser: argparse.ArgumentParser) -> None:
-    """`--json`: print only the JSON line (for scripts); by default a short summary comes first, the JSON last."""
-    parser.add_argument("--json", action="store_true", help="print only the JSON line (default: a summary, then it)")
-
-
-def bench_subparsers(subparsers: argparse._SubParsersAction) -> argparse._SubParsersAction:
-    """The `lewm-ros bench` group's subparsers, created on first use, so any module can add `lewm-ros bench X`."""
-    bench = subparsers.choices.get("bench")
-    if bench is None:
-        bench = subparsers.add_parser("bench", help="benchmarks: a summary, then one JSON line of timings and settings")
-        bench.set_defaults(run=lambda _args: bench.print_help() or 0)
-        bench._bench_subparsers = bench.add_subparsers(  # type: ignore[attr-defined]
-            title="benchmarks", metavar="BENCH", dest=_BENCH_DEST
-        )
-    return bench._bench_subparsers  # type: ignore[attr-defined]
-
-
-def build_parser() -> argparse.ArgumentParser:
-    """The `lewm-ros` parser with every subcommand of COMMAND_MODULES registered."""
+def build_parser(commands: Iterable[str] | None = None) -> argparse.ArgumentParser:
+    """The `lewm-ros` parser with the modules of `commands` registered (None: every command's, which imports
+    them all: for scripts and tests that parse several); the other commands are listed by name and help only."""
+    chosen = set(COMMANDS) if commands is None else set(commands)
+    wanted = {module for name in chosen for module in COMMANDS[name].modules}  # KeyError: not a command
     parser = OneLineArgumentParser(
         prog=PROG,
         description="LeWorldModel latent planning on ROS 2: models, data, simulation, deployment.",
     )
     parser.add_argument("--version", action="version", version=f"lewm-ros {__version__}")
     subparsers = parser.add_subparsers(title="commands", metavar="COMMAND", dest=_COMMAND_DEST)
-    for module_name in COMMAND_MODULES:
-        importlib.import_module(module_name).register(subparsers)
+    registered: set[str] = set()
+    for name, command in COMMANDS.items():  # table order, so the listing keeps it whatever is registered
+        for module_name in command.modules:  # a module registers all its commands at its first one
+            if module_name in wanted and module_name not in registered:
+                registered.add(module_name)
+                importlib.import_module(module_name).register(subparsers)
+        if name not in subparsers.choices:
+            stub = subparsers.add_parser(name, help=command.help, add_help=False)
+            stub.set_defaults(run=_not_registered(name))
     return parser
+
+
+def chosen_command(argv: list[str]) -> str | None:
+    """The subcommand `argv` runs (the first word that is not an option), or None for help or a word that is no
+    command (argparse then reports it from the listing)."""
+    for word in argv:
+        if word in ("-h", "--help", "--"):  # argparse: help first; `--` is taken as the (unknown) command
+            return None
+        if not word.startswith("-"):
+            return word if word in COMMANDS else None
+    return None
 
 
 def command_prog(args: argparse.Namespace) -> str:
     """`lewm-ros <command> [<bench>]`: the prefix of the subcommand's error lines."""
-    words = [PROG, getattr(args, _COMMAND_DEST, None), getattr(args, _BENCH_DEST, None)]
+    words = [PROG, getattr(args, _COMMAND_DEST, None), getattr(args, BENCH_DEST, None)]
     return " ".join(word for word in words if word)
 
 
@@ -155,10 +144,12 @@ def asks_version(argv: list[str]) -> bool:
 
 def main(argv: list[str] | None = None) -> int:
     """Run one subcommand; returns the exit code (bad arguments: one stderr line, 2) instead of exiting."""
-    if asks_version(sys.argv[1:] if argv is None else argv):  # before importing every subcommand's module
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if asks_version(argv):  # before building any parser
         print(f"{PROG} {__version__}")
         return 0
-    parser = build_parser()
+    command = chosen_command(argv)
+    parser = build_parser(() if command is None else (command,))
     try:
         args, extras = parser.parse_known_args(argv)
         if extras:

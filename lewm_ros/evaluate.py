@@ -40,6 +40,8 @@ from typing import Any
 
 import numpy as np
 
+from lewm_ros.arguments import one_line
+
 GOAL_OFFSET_STEPS = 25  # the paper: goal = the state 25 env steps after the start
 DEFAULT_CONTROL_DT = 0.05  # for bundles whose model.json records no training control period (ReachConfig's)
 ROADMAP_FILE = "roadmap.npz"  # lewm_ros.planning.roadmap.ROADMAP_FILE (not imported here: it imports torch)
@@ -532,7 +534,7 @@ def run_eval(args: argparse.Namespace) -> int:
     try:
         report = evaluate(args, episode_done)
     except (BundleError, ValueError, FileNotFoundError, UnstableSimulationError) as err:
-        print(f"error: {' '.join(str(err).split())}", file=sys.stderr)
+        print(f"error: {one_line(err)}", file=sys.stderr)
         return 2
     except (KeyboardInterrupt, StoppedBySignalError) as stop:
         signum = stop.signum if isinstance(stop, StoppedBySignalError) else signal.SIGINT

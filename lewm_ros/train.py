@@ -125,7 +125,7 @@ def export_cmd(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from lewm_ros.cli import OneLineArgumentParser
+    from lewm_ros.arguments import OneLineArgumentParser
 
     parser = OneLineArgumentParser(prog="python -m lewm_ros.train", description=__doc__.splitlines()[0])
     add_arguments(parser)

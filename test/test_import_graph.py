@@ -4,7 +4,7 @@ Why: a cycle hidden by an import inside a function (planning core <-> strategies
 issue 20) still ties both modules together: neither can be read, tested or moved alone, and the import order
 decides whether it works. So every import of a lewm_ros module counts here, at module level or inside a function
 (a lazy import defers torch's cost, not the dependency), and so does a module name written as a string (importlib
-tables such as cli.COMMAND_MODULES). Only imports under `if TYPE_CHECKING:` are left out: annotations, never run.
+tables such as cli.COMMANDS). Only imports under `if TYPE_CHECKING:` are left out: annotations, never run.
 The graph is read from the source with `ast`, so nothing is imported.
 """
 
@@ -13,20 +13,12 @@ from __future__ import annotations
 import ast
 from pathlib import Path
 
-import pytest
-
 PACKAGE = Path(__file__).resolve().parents[1] / "lewm_ros"
 LIBRARY = ("model", "planning", "data", "envs", "control", "training")  # the ROS-free core's subpackages
 COMMAND_LINE = "lewm_ros.cli"
-
-# The command-line helpers that library modules still import from the umbrella command line, which imports those
-# modules back through COMMAND_MODULES: issue 20 item 3 moves them into a small module the library owns. Until
-# then an import of these names (and only these) from lewm_ros.cli is left out of the cycle and layer checks;
-# test_nothing_imports_the_command_line_back lists who still does it. Remove this allowance when that passes.
-COMMAND_LINE_HELPERS = frozenset({
-    "UsageError", "int_in", "float_in", "one_line", "OneLineArgumentParser", "bench_subparsers", "add_json_flag",
-    "aligned",
-})  # fmt: skip
+# Top-level modules every layer may import: they import no lewm_ros module themselves (test_foundation_is_a_leaf).
+# lewm_ros.arguments holds the argument types and the one-line error helper the subcommands and the library share.
+FOUNDATION = ("lewm_ros.arguments",)
 
 
 def _module_files() -> dict[str, Path]:
@@ -60,9 +52,8 @@ def _from_base(module: str, is_package: bool, node: ast.ImportFrom) -> str:
     return ".".join(package + ([node.module] if node.module else []))
 
 
-def import_graph(allow_command_line_helpers: bool = True) -> dict[str, set[str]]:
-    """module -> the lewm_ros modules it imports (see the module docstring for what counts); with
-    allow_command_line_helpers, `from lewm_ros.cli import <COMMAND_LINE_HELPERS>` is not an edge."""
+def import_graph() -> dict[str, set[str]]:
+    """module -> the lewm_ros modules it imports (see the module docstring for what counts)."""
     files = _module_files()
 
     def owner(name: str) -> str | None:
@@ -82,9 +73,6 @@ def import_graph(allow_command_line_helpers: bool = True) -> dict[str, set[str]]
                 targets.update(owner(alias.name) for alias in node.names)
             elif isinstance(node, ast.ImportFrom):
                 base = _from_base(module, path.name == "__init__.py", node)
-                helpers_only = {alias.name for alias in node.names} <= COMMAND_LINE_HELPERS
-                if allow_command_line_helpers and base == COMMAND_LINE and helpers_only:
-                    continue
                 names = {f"{base}.{alias.name}" for alias in node.names}
                 submodules = names & files.keys()  # `from pkg import sub` imports the module pkg.sub
                 targets.update(submodules)
@@ -145,9 +133,9 @@ def _describe(graph: dict[str, set[str]], component: list[str]) -> str:
 
 def test_the_graph_sees_imports_inside_functions_and_module_tables():
     """The checks below mean something only if lazy imports and importlib tables are edges."""
-    graph = import_graph(allow_command_line_helpers=False)
+    graph = import_graph()
     assert "lewm_ros.training.loop" in graph["lewm_ros.train"]  # imported inside train()
-    assert "lewm_ros.train" in graph[COMMAND_LINE]  # named in COMMAND_MODULES
+    assert "lewm_ros.train" in graph[COMMAND_LINE]  # named in COMMANDS
     assert "lewm_ros.planning.strategies" in graph["lewm_ros.planning.core"]
     assert "lewm_ros.planning.core" not in graph["lewm_ros.planning.device_cem"]  # only under TYPE_CHECKING
 
@@ -158,10 +146,9 @@ def test_no_import_cycles():
     assert not found, "import cycles: " + " | ".join(_describe(graph, c) for c in found)
 
 
-@pytest.mark.xfail(reason="issue 20 item 3: the command-line helpers are moving out of lewm_ros/cli.py", strict=False)
 def test_nothing_imports_the_command_line_back():
     """The umbrella command line imports the subcommand modules; none of them should need it back."""
-    graph = import_graph(allow_command_line_helpers=False)
+    graph = import_graph()
     importers = sorted(m for m, targets in graph.items() if COMMAND_LINE in targets)
     assert not importers, f"{', '.join(importers)} import {COMMAND_LINE}"
 
@@ -176,6 +163,8 @@ def test_library_does_not_import_upwards():
             continue
         for target in sorted(targets):
             layer = target.split(".")[1] if "." in target else None  # None: the package root (__version__)
+            if target in FOUNDATION:
+                continue
             if layer == "ros":
                 problems.append(f"{module} -> {target} (the ROS edge)")
             elif layer is not None and layer not in LIBRARY:
@@ -183,3 +172,9 @@ def test_library_does_not_import_upwards():
             elif parts[1] == "model" and layer not in (None, "model"):
                 problems.append(f"{module} -> {target} (model is the base layer)")
     assert not problems, "; ".join(problems)
+
+
+def test_foundation_is_a_leaf():
+    """What every layer may import must import nothing from lewm_ros, or it would carry the layers above in."""
+    graph = import_graph()
+    assert {module: sorted(graph[module]) for module in FOUNDATION} == {module: [] for module in FOUNDATION}

@@ -30,7 +30,7 @@ PRESET_CHOICES = ("paper", "reach64", "reach64-small", "tiny")
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     """Add `lewm-ros bench planner` to the `bench` group."""
-    from lewm_ros.cli import add_json_flag, bench_subparsers
+    from lewm_ros.arguments import add_json_flag, bench_subparsers
 
     parser = bench_subparsers(subparsers).add_parser(
         "planner", help="time latent planning (ours vs the reference CEM on the same weights); summary + JSON",
@@ -81,7 +81,7 @@ def run_planner_bench(args: argparse.Namespace) -> int:
 
 def bench_summary(report: dict[str, Any]) -> str:
     """The figures a person looks for, aligned, before the JSON line that holds everything."""
-    from lewm_ros.cli import aligned
+    from lewm_ros.arguments import aligned
 
     s, model, ours, ref = report["settings"], report["model"], report["ours"], report["reference"]
 

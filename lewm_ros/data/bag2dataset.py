@@ -10,21 +10,18 @@ import argparse
 import sys
 from pathlib import Path
 
-from lewm_ros.cli import UsageError, float_in, int_in
-from lewm_ros.data.bag_conversion import convert
-from lewm_ros.data.bag_errors import BagError
+from lewm_ros.arguments import UsageError, float_in, int_in
 from lewm_ros.data.conversion_spec import (
     DEFAULT_EPISODE_TOPIC,
     DEFAULT_MAX_GAP,
+    DISTROS,
     FRAME_TIMES,
     MAX_IMAGE_SIZE,
     MAX_SPEED,
     ConversionError,
     ConversionSpec,
 )
-from lewm_ros.data.episode_format import DatasetError
 from lewm_ros.data.frames import IMAGE_POLICIES
-from lewm_ros.data.message_types import TYPESTORES
 
 
 def _speeds(text: str) -> tuple[float, ...]:
@@ -84,7 +81,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--frame-time", choices=FRAME_TIMES, default="auto",
                         help="place frames (and joint states) on the control grid by their header stamps or by the "
                         "bag's receive times; auto (default): header stamps when every one has a stamp")
-    parser.add_argument("--distro", choices=tuple(TYPESTORES), default="jazzy",
+    parser.add_argument("--distro", choices=DISTROS, default="jazzy",
                         help="message definitions for bags that store none (Humble sqlite3); default jazzy")
     parser.add_argument("--allow-partial", action="store_true",
                         help="convert what is readable of a damaged bag (truncated, corrupt chunks) instead of "
@@ -97,6 +94,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def run_bag2dataset(args: argparse.Namespace) -> int:
     """Convert; every refusal is one stderr line and exit code 2, the report goes to stdout."""
+    from lewm_ros.data.bag_conversion import convert  # rosbags and h5py: only when the command runs
+    from lewm_ros.data.bag_errors import BagError
+    from lewm_ros.data.episode_format import DatasetError
+
     spec = ConversionSpec(
         image_topic=args.image_topic, action_topic=args.action_topic, image_size=args.image_size,
         control_dt=args.control_dt, max_joint_speed=args.max_joint_speed, joint_topic=args.joint_topic,

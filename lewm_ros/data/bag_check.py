@@ -15,6 +15,8 @@ import argparse
 import sys
 from pathlib import Path
 
+from lewm_ros.arguments import one_line
+
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
@@ -35,7 +37,7 @@ def run_bag_check(args: argparse.Namespace) -> int:
     try:
         report = check_bag(args.bag, repair=not args.dry_run)
     except (BagError, OSError) as error:
-        print(f"lewm-ros bag-check: error: {' '.join(str(error).split())}", file=sys.stderr)
+        print(f"lewm-ros bag-check: error: {one_line(error)}", file=sys.stderr)
         return 2
     print(report.to_json() if args.json else "\n".join(report.lines()))
     if args.dry_run and not args.json and (report.metadata != "ok" or report.lost):

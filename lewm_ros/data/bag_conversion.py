@@ -49,7 +49,7 @@ from typing import Any
 
 import numpy as np
 
-from lewm_ros.cli import one_line
+from lewm_ros.arguments import one_line
 from lewm_ros.data.bag_source import BagSource
 from lewm_ros.data.command_velocity import command_velocities
 from lewm_ros.data.conversion_report import BagConversionReport, ConversionReport

@@ -3,6 +3,8 @@ and how a library error becomes one line of its message."""
 
 from __future__ import annotations
 
+from lewm_ros.arguments import MESSAGE_LIMIT, one_line
+
 
 class BagError(ValueError):
     """A bag that cannot be written or read as asked; the message says what and where, in one line."""
@@ -10,5 +12,4 @@ class BagError(ValueError):
 
 def error_line(error: object) -> str:
     """A library error as one line of at most 300 characters (its type's name when it has no text)."""
-    text = " ".join(str(error).split()) or type(error).__name__
-    return text if len(text) <= 300 else text[:297] + "..."
+    return one_line(error, MESSAGE_LIMIT)

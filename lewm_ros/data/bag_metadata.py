@@ -20,6 +20,7 @@ import yaml
 from rosbags.interfaces import Qos, QosDurability, QosHistory, QosLiveliness, QosReliability, QosTime
 from rosbags.rosbag2.metadata import dump_qos_v8
 
+from lewm_ros.arguments import one_line
 from lewm_ros.data.bag_errors import BagError
 
 METADATA_VERSION = 8
@@ -151,7 +152,7 @@ def read_metadata(directory: Path) -> dict[str, Any]:
     except FileNotFoundError:
         raise BagError(f"{path}: missing") from None
     except (OSError, UnicodeDecodeError, yaml.YAMLError) as err:
-        raise BagError(f"{path}: unreadable: {' '.join(str(err).split())}") from None
+        raise BagError(f"{path}: unreadable: {one_line(err)}") from None
     info = document.get("rosbag2_bagfile_information") if isinstance(document, dict) else None
     if not isinstance(info, dict):
         raise BagError(f"{path}: no rosbag2_bagfile_information mapping")

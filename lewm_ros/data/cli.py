@@ -9,12 +9,14 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
-from lewm_ros.data.episode_format import DatasetError, attributes_json
-from lewm_ros.data.episode_reader import EpisodeReader
-from lewm_ros.data.episode_validation import validate
+from lewm_ros.arguments import one_line
+
+if TYPE_CHECKING:
+    from lewm_ros.data.episode_reader import EpisodeReader
 
 _SHOWN_ATTRIBUTES = ("source", "scene", "camera", "control_dt", "seed", "policy", "joint_names", "max_joint_speed")
 
@@ -34,6 +36,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def run_dataset_info(args: argparse.Namespace) -> int:
     """Validate, then describe; a bad file is reported in one line with exit code 2."""
+    from lewm_ros.data.episode_format import DatasetError, attributes_json  # h5py: only when the command runs
+    from lewm_ros.data.episode_reader import EpisodeReader
+    from lewm_ros.data.episode_validation import validate
+
     try:
         summary = validate(args.file, check_pixels=not args.quick)
         with EpisodeReader(args.file, check=False) as reader:
@@ -41,8 +47,7 @@ def run_dataset_info(args: argparse.Namespace) -> int:
         if args.attributes:
             lines.append(attributes_json(summary.attributes))
     except (DatasetError, OSError) as error:  # OSError: the file vanished or became unreadable meanwhile
-        message = " ".join(str(error).split())  # one line, whatever the file's text holds
-        print(f"lewm-ros dataset-info: invalid episode file: {message}", file=sys.stderr)
+        print(f"lewm-ros dataset-info: invalid episode file: {one_line(error)}", file=sys.stderr)
         return 2
     print("\n".join(lines))
     print(f"valid: {args.file} ({'structure only' if args.quick else 'all frames decoded'})")

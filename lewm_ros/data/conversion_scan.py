@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from lewm_ros.cli import one_line
+from lewm_ros.arguments import one_line
 from lewm_ros.data.bag_source import BagSource, StorageSwitchedError
 from lewm_ros.data.conversion_report import BagConversionReport
 from lewm_ros.data.conversion_spec import (

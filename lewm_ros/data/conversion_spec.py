@@ -6,16 +6,16 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from lewm_ros.data.bag_metadata import EPISODE_TYPE
 from lewm_ros.data.frames import IMAGE_POLICIES
-from lewm_ros.data.message_types import TYPESTORES
 
 IMAGE_TYPES = ("sensor_msgs/msg/Image", "sensor_msgs/msg/CompressedImage")
 ARRAY_COMMAND = "std_msgs/msg/Float64MultiArray"
 TRAJECTORY_COMMAND = "trajectory_msgs/msg/JointTrajectory"
 COMMAND_TYPES = (ARRAY_COMMAND, TRAJECTORY_COMMAND)
 JOINT_STATE = "sensor_msgs/msg/JointState"
-MARKER_TYPE = EPISODE_TYPE  # the recorder's "start N" / "stop N" markers
+# rosbags-free copies, so the command line's parser (and --help) needs no rosbags; test_bag2dataset holds them equal
+MARKER_TYPE = "std_msgs/msg/String"  # bag_metadata.EPISODE_TYPE: the recorder's "start N" / "stop N" markers
+DISTROS = ("jazzy", "humble")  # message_types.TYPESTORES' keys: the distributions whose definitions we know
 DEFAULT_EPISODE_TOPIC = "/bag_recorder/episode"
 DEFAULT_MAX_GAP = 0.5
 MAX_IMAGE_SIZE = 4096
@@ -69,8 +69,8 @@ class ConversionSpec:
             raise ValueError(f"image policy must be one of {IMAGE_POLICIES}, got {self.image_policy!r}")
         if self.frame_time not in FRAME_TIMES:
             raise ValueError(f"frame time must be one of {FRAME_TIMES}, got {self.frame_time!r}")
-        if self.distro not in TYPESTORES:
-            raise ValueError(f"distro must be one of {tuple(TYPESTORES)}, got {self.distro!r}")
+        if self.distro not in DISTROS:
+            raise ValueError(f"distro must be one of {DISTROS}, got {self.distro!r}")
         if not 1 <= self.image_size <= MAX_IMAGE_SIZE:
             raise ValueError(f"image size must be in [1, {MAX_IMAGE_SIZE}], got {self.image_size}")
         if not (math.isfinite(self.control_dt) and self.control_dt > 0):

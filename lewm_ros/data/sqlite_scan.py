@@ -11,6 +11,7 @@ import sqlite3
 import tempfile
 from pathlib import Path
 
+from lewm_ros.arguments import one_line
 from lewm_ros.data.bag_metadata import FileSummary, is_episode_topic, nanoseconds_range
 from lewm_ros.data.storage_scan import FileReport, FileScan, string_payload
 
@@ -46,7 +47,7 @@ def scan_db3(path: Path, *, repair: bool) -> FileScan:
             journal.unlink(missing_ok=True)
     except sqlite3.Error as err:
         report.status = "unreadable"
-        report.problems.append(f"sqlite: {' '.join(str(err).split())}")
+        report.problems.append(f"sqlite: {one_line(err)}")
     finally:
         if tmp is not None:
             shutil.rmtree(tmp, ignore_errors=True)

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from lewm_ros.arguments import one_line
 from lewm_ros.data.bag_errors import BagError
 from lewm_ros.data.bag_metadata import TopicSpec
 from lewm_ros.data.bag_writer import BagWriter
@@ -202,7 +203,7 @@ class ThreadedBagWriter:
         try:
             self._writer = BagWriter(self.path, **self._writer_options)
         except (BagError, OSError) as err:
-            self.error = " ".join(str(err).split())
+            self.error = one_line(err)
             self._opened.set()
             return
         self._opened.set()
@@ -253,7 +254,7 @@ class ThreadedBagWriter:
             result = function(*args)
         except (OSError, BagError, sqlite3.Error, ValueError) as err:
             if self.error is None:
-                self.error = f"writing {self.path} failed: {' '.join(str(err).split())}"
+                self.error = f"writing {self.path} failed: {one_line(err)}"
                 self._log(self.error)
             return None
         return True if result is None else result

@@ -39,7 +39,7 @@ CHOSEN_PRECISIONS = ("fp32", "bf16", "fp16")
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    from lewm_ros.cli import int_in
+    from lewm_ros.arguments import int_in
 
     parser = subparsers.add_parser(
         "doctor", help="check this machine for deployment: a PASS/WARN/FAIL table with fixes",

@@ -47,7 +47,7 @@ def check_settings(context: Context) -> Check:
 def read_params(path: Path) -> dict[str, Any]:
     import yaml
 
-    from lewm_ros.cli import UsageError
+    from lewm_ros.arguments import UsageError
 
     try:
         document = yaml.safe_load(path.read_text())

@@ -7,6 +7,9 @@ import argparse
 from dataclasses import dataclass, field
 from typing import Any
 
+from lewm_ros import arguments
+from lewm_ros.arguments import MESSAGE_LIMIT
+
 PASS, WARN, FAIL, SKIP = "PASS", "WARN", "FAIL", "SKIP"
 
 
@@ -54,5 +57,5 @@ def print_table(checks: list[Check], context: Context) -> None:
 
 
 def one_line(text: object) -> str:
-    """An error as one table cell: line breaks collapsed, at most 300 characters."""
-    return " ".join(str(text).split())[:300]
+    """An error as one table cell: line breaks collapsed, at most MESSAGE_LIMIT characters."""
+    return arguments.one_line(text, MESSAGE_LIMIT)

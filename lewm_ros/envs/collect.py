@@ -37,7 +37,7 @@ from typing import Any
 
 import numpy as np
 
-from lewm_ros.cli import UsageError, float_in, int_in, one_line
+from lewm_ros.arguments import UsageError, float_in, int_in, one_line
 from lewm_ros.data.episodes import DatasetError, Episode, EpisodeWriter, validate
 from lewm_ros.envs.policies import POLICIES, make_policy
 from lewm_ros.envs.reach_env import MAX_CONTROL_DT, MAX_IMAGE_SIDE, ReachConfig, ReachEnv, UnstableSimulationError

@@ -45,6 +45,7 @@ from pathlib import Path
 
 import numpy as np
 
+from lewm_ros.arguments import one_line
 from lewm_ros.envs.arm_scene import TARGET_GEOM_GROUP, ArmScene, find_scene
 from lewm_ros.envs.arm_scene import SceneError as SceneError  # re-exported: callers catch it from here
 from lewm_ros.envs.collision import PoseCollisions
@@ -221,7 +222,7 @@ class ReachEnv:
             buffer = f"{visual.global_.offheight}x{visual.global_.offwidth}"
             raise RuntimeError(
                 f"cannot render {height}x{width} frames of {self.scene_path} (offscreen buffer {buffer}, "
-                f"MUJOCO_GL={os.environ.get('MUJOCO_GL', '<unset>')}): {' '.join(str(error).split())}"
+                f"MUJOCO_GL={os.environ.get('MUJOCO_GL', '<unset>')}): {one_line(error)}"
             ) from error
 
     # ----------------------------------------------------------------- properties

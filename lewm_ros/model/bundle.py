@@ -36,6 +36,7 @@ import torch
 from torch import Tensor, nn
 
 from lewm_ros import __version__
+from lewm_ros.arguments import MESSAGE_LIMIT, one_line
 from lewm_ros.model.config import ConfigError, LeWMConfig
 from lewm_ros.model.lewm import IMAGENET_MEAN, IMAGENET_STD, LeWM
 
@@ -102,7 +103,7 @@ class Bundle:
         try:
             return torch.jit.load(str(file), map_location=device).eval()
         except Exception as err:  # torch raises RuntimeError, ValueError, OSError, ... for bad files
-            raise BundleError(f"{file}: cannot load TorchScript: {_one_line(err)}") from err
+            raise BundleError(f"{file}: cannot load TorchScript: {one_line(err, MESSAGE_LIMIT)}") from err
 
 
 def save_bundle(
@@ -148,12 +149,6 @@ def _cpu_fp32_copy(model: LeWM) -> LeWM:
     return copy.deepcopy(model).cpu().float().eval()
 
 
-def _one_line(err: BaseException | str) -> str:
-    """A third-party error message on one line and of bounded length (torch's span many lines)."""
-    text = " ".join(str(err).split()) or type(err).__name__
-    return text if len(text) <= 300 else text[:297] + "..."
-
-
 def _shown(value: object) -> str:
     """A short description of an untrusted JSON value for an error message."""
     if isinstance(value, (list, dict, str)) and len(value) > 8:
@@ -174,7 +169,7 @@ def _read_json(meta_file: Path) -> Any:
         with meta_file.open("rb") as f:
             raw = f.read(META_MAX_BYTES + 1)
     except OSError as err:
-        raise BundleError(f"{meta_file}: cannot read: {_one_line(err)}") from err
+        raise BundleError(f"{meta_file}: cannot read: {one_line(err, MESSAGE_LIMIT)}") from err
     if len(raw) > META_MAX_BYTES:
         raise BundleError(f"{meta_file}: larger than the {META_MAX_BYTES:,}-byte limit for {META_FILE}")
     try:
@@ -182,7 +177,7 @@ def _read_json(meta_file: Path) -> Any:
     except RecursionError:
         raise BundleError(f"{meta_file}: corrupt JSON: nested too deeply") from None
     except (ValueError, UnicodeDecodeError) as err:  # JSONDecodeError, and int() digit limits
-        raise BundleError(f"{meta_file}: corrupt JSON: {_one_line(err)}") from err
+        raise BundleError(f"{meta_file}: corrupt JSON: {one_line(err, MESSAGE_LIMIT)}") from err
 
 
 def _action_stats(norm: object, dim: int, source: Path) -> tuple[np.ndarray, np.ndarray]:
@@ -238,7 +233,7 @@ def _read_checked(root: Path) -> tuple[dict[str, Any], LeWMConfig, np.ndarray, n
     except ConfigError as err:
         raise BundleError(f"{meta_file}: {err}") from err
     except (TypeError, ValueError) as err:  # a config field dataclasses could not even take
-        raise BundleError(f"{meta_file}: invalid config: {_one_line(err)}") from err
+        raise BundleError(f"{meta_file}: invalid config: {one_line(err, MESSAGE_LIMIT)}") from err
     implied = {
         "image_size": config.encoder.image_size, "action_dim": config.action.action_dim,
         "frameskip": config.action.frameskip, "history": config.predictor.history, "latent_dim": config.latent_dim,
@@ -271,7 +266,7 @@ def _check_weights_archive(weights_file: Path, config: LeWMConfig) -> None:
     except (zipfile.BadZipFile, OSError, ValueError, EOFError) as err:
         raise BundleError(
             f"{weights_file}: corrupt or unreadable weights: not a zip archive written by torch.save "
-            f"({_one_line(err)})"
+            f"({one_line(err, MESSAGE_LIMIT)})"
         ) from err
     compressed = [e.filename for e in entries if e.compress_type != zipfile.ZIP_STORED]
     if compressed:
@@ -301,7 +296,7 @@ def load_bundle(
     try:
         state = torch.load(weights_file, map_location="cpu", weights_only=True)
     except Exception as err:  # torch raises several types for truncated/garbage files
-        raise BundleError(f"{weights_file}: corrupt or unreadable weights: {_one_line(err)}") from err
+        raise BundleError(f"{weights_file}: corrupt or unreadable weights: {one_line(err, MESSAGE_LIMIT)}") from err
     if not isinstance(state, dict):
         raise BundleError(f"{weights_file}: expected a state dict, got {type(state).__name__}")
     _check_entries(state, str(weights_file))

@@ -11,13 +11,13 @@ import json
 import sys
 from pathlib import Path
 
+from lewm_ros.arguments import float_in, int_in, one_line
+
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     info = subparsers.add_parser("model-info", help="parameter counts and config of a preset or bundle")
     info.add_argument("model", help="preset name (paper, reach64) or bundle directory")
     info.set_defaults(run=model_info)
-
-    from lewm_ros.cli import float_in, int_in
 
     imp = subparsers.add_parser(
         "import-reference", help="convert a reference stable-worldmodel LeWM state dict into a bundle",
@@ -61,7 +61,7 @@ def parameter_counts(model) -> dict[str, int]:
 
 def _error_line(message: object) -> str:
     """One stderr line whatever the message holds (torch errors span many lines)."""
-    return "error: " + " ".join(str(message).split())
+    return "error: " + one_line(message)
 
 
 def model_info(args: argparse.Namespace) -> int:
@@ -99,7 +99,6 @@ def import_reference_cmd(args: argparse.Namespace) -> int:
     """
     import torch
 
-    from lewm_ros.cli import one_line
     from lewm_ros.model.bundle import save_bundle
     from lewm_ros.model.reference_import import (
         ReferenceImportError,

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from lewm_ros.cli import add_json_flag, aligned, float_in, int_in
+from lewm_ros.arguments import add_json_flag, aligned, float_in, int_in, one_line
 
 if TYPE_CHECKING:
     from lewm_ros.planning.roadmap import Roadmap, RoadmapConfig
@@ -116,7 +116,7 @@ def run_roadmap(args: argparse.Namespace) -> int:
         roadmap = build_from_files(args.bundle, args.data, args.stride, config, device)
         roadmap.save(out)
     except (BundleError, DatasetError, ValueError, OSError) as err:  # RoadmapError is a ValueError
-        print(f"error: {' '.join(str(err).split())}", file=sys.stderr)
+        print(f"error: {one_line(err)}", file=sys.stderr)
         return 2
     summary = {**roadmap.describe(), "file": str(out), "bytes": out.stat().st_size,
                "seconds": round(time.perf_counter() - started, 1)}  # fmt: skip

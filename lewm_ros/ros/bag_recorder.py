@@ -37,7 +37,7 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-from lewm_ros.cli import OneLineArgumentParser, UsageError, float_in
+from lewm_ros.arguments import OneLineArgumentParser, UsageError, float_in, one_line
 
 NODE_NAME = "bag_recorder"
 DEFAULT_TOPICS = (
@@ -132,7 +132,7 @@ def record(args: argparse.Namespace, ros_args: Sequence[str]) -> int | str:
             try:
                 recorder = BagRecorder(context=context, parameter_overrides=overrides)
             except (RecorderError, BagError, ParameterException) as error:
-                return " ".join(str(error).split())
+                return one_line(error)
             executor = SingleThreadedExecutor(context=context)
             executor.add_node(recorder.node)
             deadline = time.monotonic() + args.duration_s if getattr(args, "duration_s", None) else float("inf")
@@ -269,7 +269,7 @@ class BagRecorder:
             try:
                 topic = _resolve_name(self.node, topic.strip())
             except Exception as err:  # rclpy's invalid-name exceptions differ between distros
-                raise RecorderError(f"invalid topic name {topic!r}: {' '.join(str(err).split())}") from None
+                raise RecorderError(f"invalid topic name {topic!r}: {one_line(err)}") from None
             self._wanted[topic] = given.strip() or None
         self.episode_topic = f"{self.node.get_fully_qualified_name().rstrip('/')}/episode"
         self._wanted.pop(self.episode_topic, None)  # written by the recorder itself, never subscribed

@@ -31,7 +31,7 @@ TRACE_HEIGHT = 96
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    from lewm_ros.cli import float_in, int_in
+    from lewm_ros.arguments import float_in, int_in
 
     parser = subparsers.add_parser(
         "sim-reach", help="the reaching demo (MuJoCo sim + LeWM agent over ROS 2) in one process",
