@@ -426,3 +426,13 @@ def test_not_a_bag_is_one_clear_line(tmp_path, capsys):
     (copy / "metadata.yaml").unlink()
     assert main(cli(tmp_path, copy, "--no-progress")) == 0  # intact storage file: read directly, noted
     assert "no metadata.yaml" in capsys.readouterr().out
+
+
+def test_the_rosbags_free_copies_in_the_conversion_spec_agree():
+    """conversion_spec copies two rosbags-bound names so `lewm-ros bag2dataset --help` needs no rosbags."""
+    from lewm_ros.data import conversion_spec
+    from lewm_ros.data.bag_metadata import EPISODE_TYPE
+    from lewm_ros.data.message_types import TYPESTORES
+
+    assert conversion_spec.MARKER_TYPE == EPISODE_TYPE
+    assert conversion_spec.DISTROS == tuple(TYPESTORES)
