@@ -19,7 +19,7 @@ import time
 from pathlib import Path
 
 from lewm_ros.cli import build_parser
-from lewm_ros.evaluate import evaluate
+from lewm_ros.evaluation.driver import evaluate
 from lewm_ros.model.precision import machine_description
 
 # name -> eval flags on top of `--preset paper` (replanning every 5 blocks, final-latent cost, no roadmap, as the

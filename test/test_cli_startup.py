@@ -130,8 +130,8 @@ def test_version_is_recognised_only_before_the_subcommand():
 
 
 def test_the_roadmap_file_name_copies_agree():
-    """evaluate and roadmap_build name the file without importing torch's roadmap module: one name for all."""
-    from lewm_ros import evaluate
+    """eval's presets and roadmap_build name the file without importing torch's roadmap module: one name for all."""
+    from lewm_ros.evaluation import presets
     from lewm_ros.planning import roadmap, roadmap_build
 
-    assert evaluate.ROADMAP_FILE == roadmap_build.ROADMAP_FILE == roadmap.ROADMAP_FILE
+    assert presets.ROADMAP_FILE == roadmap_build.ROADMAP_FILE == roadmap.ROADMAP_FILE

@@ -13,7 +13,8 @@ import pytest
 from lewm_ros.cli import main as cli_main
 from lewm_ros.control.mpc import LatentMPC
 from lewm_ros.envs.reach_env import ReachConfig, ReachEnv
-from lewm_ros.evaluate import ClosedLoop, Task, dataset_tasks
+from lewm_ros.evaluation.closed_loop import ClosedLoop
+from lewm_ros.evaluation.tasks import Task, dataset_tasks
 from lewm_ros.model.bundle import load_bundle
 from lewm_ros.planning.core import PlanResult
 from lewm_ros.probe import ridge_r2
@@ -88,7 +89,7 @@ def test_closed_loop_counts_steps_success_and_replans(tiny_bundle):
 def test_eval_runs_the_scene_at_the_bundles_control_period_and_refuses_another(tiny_bundle):
     from argparse import Namespace
 
-    from lewm_ros.evaluate import scene_config
+    from lewm_ros.evaluation.presets import scene_config
 
     meta = {"image_size": 64, "training": {"data": {"control_dt": 0.04}}}
     assert scene_config(Namespace(), meta).control_dt == 0.04  # recorded: used
@@ -175,7 +176,7 @@ def eval_args(*flags):
 def test_eval_defaults_to_the_demo_agents_planner_and_the_paper_is_one_flag_away():
     import yaml
 
-    from lewm_ros.evaluate import PRESETS, planner_config, receding_horizon, roadmap_file
+    from lewm_ros.evaluation.presets import PRESETS, planner_config, receding_horizon, roadmap_file
 
     agent = yaml.safe_load((ROOT / "config" / "sim_reach.yaml").read_text())["lewm_agent"]["ros__parameters"]
     demo = planner_config(eval_args())
@@ -195,7 +196,7 @@ def test_eval_defaults_to_the_demo_agents_planner_and_the_paper_is_one_flag_away
 
 
 def test_eval_roadmap_choice(tiny_bundle, tmp_path):
-    from lewm_ros.evaluate import roadmap_file
+    from lewm_ros.evaluation.presets import roadmap_file
 
     def chosen(*flags):
         return roadmap_file(build_parser_args(tiny_bundle, *flags))
