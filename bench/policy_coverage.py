@@ -18,7 +18,7 @@ import numpy as np
 
 os.environ.setdefault("MUJOCO_GL", "egl")
 
-from lewm_ros.envs.collect import episode_seeds
+from lewm_ros.envs.collection_episodes import episode_seeds
 from lewm_ros.envs.policies import POLICIES, make_policy
 from lewm_ros.envs.reach_env import ReachConfig, ReachEnv
 

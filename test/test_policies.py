@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from lewm_ros.envs.collect import episode_seeds
+from lewm_ros.envs.collection_episodes import episode_seeds
 from lewm_ros.envs.policies import POLICIES, make_policy
 from lewm_ros.envs.reach_env import ReachConfig, ReachEnv
 

@@ -17,13 +17,15 @@ Guarantees, and how they are kept:
 - Unstable physics stops the run: ReachEnv raises UnstableSimulationError, collection stops, the
   temporary file is deleted and the output is left exactly as it was (an unstable scene is unstable in
   the next episode too, and the episodes before were simulated with the same marginal settings).
+
+This module writes the file (`collect`) and holds `lewm-ros collect`; the request and its refusals are in
+collection_request.py, rolling out the episodes (seeded, serial or in a worker pool) in collection_episodes.py.
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
-import multiprocessing
 import os
 import shutil
 import signal
@@ -31,113 +33,32 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from lewm_ros.arguments import UsageError, float_in, int_in, one_line
-from lewm_ros.data.episodes import DatasetError, Episode, EpisodeWriter, validate
-from lewm_ros.envs.policies import POLICIES, make_policy
+from lewm_ros.data.episodes import DatasetError, EpisodeWriter, validate
+from lewm_ros.envs.collection_episodes import parallel_episodes, serial_episodes
+from lewm_ros.envs.collection_request import (
+    MAX_EPISODES,
+    MAX_SEED,
+    MAX_STEPS,
+    MAX_WORKERS,
+    CollectionSpec,
+    RequestError,
+    check_disk_space,
+    check_workers,
+)
+from lewm_ros.envs.policies import POLICIES
 from lewm_ros.envs.reach_env import MAX_CONTROL_DT, MAX_IMAGE_SIDE, ReachConfig, ReachEnv, UnstableSimulationError
 
 PROGRESS_MODES = ("auto", "bar", "lines", "none")
-MAX_EPISODES = 100_000
-MAX_STEPS = 10_000  # actions per episode (the paper's episodes are a few hundred steps)
-MAX_WORKERS = min(64, max(2, os.cpu_count() or 1))  # the CPU count, at least 2, at most 64
-MAX_EPISODE_BYTES = 1 << 30  # one episode's frames are held in memory while it is rolled out
-MAX_SEED = 2**63 - 1
 MAX_JOINT_SPEED = 1000.0  # rad/s or m/s, for --max-joint-speed
-_STATE_BYTES_PER_JOINT = 4 + 8 + 8  # float32 action, float64 qpos and qvel
-_DISK_MARGIN = 1.05, 16 << 20  # estimate x 1.05 + 16 MiB (HDF5 metadata, attributes, chunk slack)
 # settings that must match between a file and the episodes appended to it
 _APPEND_MUST_MATCH = ("camera", "image_height", "image_width", "control_dt", "action_dim", "joint_names")
-
-
-@dataclass(frozen=True)
-class CollectionSpec:
-    """What to collect: scene, environment settings, policy, episode count and length, seed."""
-
-    scene: str
-    episodes: int
-    steps: int  # actions per episode; an episode stores steps + 1 frames
-    policy: str = "mixed"
-    seed: int = 0
-    env: ReachConfig = field(default_factory=ReachConfig)
-
-    def check(self) -> None:
-        """Refuse absurd requests (RequestError, naming the flag) before any simulation."""
-        for flag, value, high in (("--episodes", self.episodes, MAX_EPISODES), ("--steps", self.steps, MAX_STEPS)):
-            if not _is_int(value):
-                raise RequestError(f"{flag} must be an integer, got {value!r}")
-            if not 1 <= value <= high:
-                raise RequestError(f"{flag} must be in [1, {high}], got {value}")
-        if not isinstance(self.policy, str) or self.policy not in POLICIES:
-            raise RequestError(f"unknown policy {self.policy!r}; choose one of {', '.join(POLICIES)}")
-        if not _is_int(self.seed) or not 0 <= self.seed <= MAX_SEED:
-            raise RequestError(f"--seed must be a non-negative 64-bit integer, got {self.seed!r}")
-        if not isinstance(self.env, ReachConfig):
-            raise RequestError(f"env must be a ReachConfig, got {type(self.env).__name__}")
-        height, width = self.env.image_shape
-        episode_bytes = (self.steps + 2) * height * width * 3  # frames + goal image
-        if episode_bytes > MAX_EPISODE_BYTES:
-            raise RequestError(
-                f"one episode of --steps {self.steps} at {height}x{width} pixels needs {_size(episode_bytes)} of "
-                f"memory while it is rolled out (limit {_size(MAX_EPISODE_BYTES)}): use fewer --steps per episode "
-                "and more --episodes, or a smaller --image-size"
-            )
-
-    def estimated_bytes(self, action_dim: int) -> int:
-        """Upper bound of the file size this spec adds: uncompressed pixels and states, plus a margin."""
-        height, width = self.env.image_shape
-        frames = self.steps + 1
-        per_episode = (frames + 1) * height * width * 3 + frames * (action_dim * _STATE_BYTES_PER_JOINT + 8 + 1)
-        scale, extra = _DISK_MARGIN
-        return int(self.episodes * per_episode * scale) + extra
-
-
-class RequestError(ValueError):
-    """A collection request refused before any work: bad counts, too many workers, too big for memory
-    or disk. The command line reports it as a bad argument (exit code 2)."""
-
-
-def _is_int(value: object) -> bool:
-    return isinstance(value, (int, np.integer)) and not isinstance(value, (bool, np.bool_))
-
-
-def _size(count: int) -> str:
-    for unit, scale in (("GiB", 1 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10)):
-        if count >= scale:
-            return f"{count / scale:.1f} {unit}"
-    return f"{count} B"
-
-
-def check_workers(workers: object, episodes: int | None = None) -> None:
-    """Worker processes: at least 1, at most MAX_WORKERS and, when given, the episode count (RequestError)."""
-    if not _is_int(workers):
-        raise RequestError(f"--workers must be an integer, got {workers!r}")
-    high = MAX_WORKERS if episodes is None else min(episodes, MAX_WORKERS)
-    if not 1 <= workers <= high:  # type: ignore[operator]
-        episodes_part = "" if episodes is None else f"--episodes {episodes} and "
-        raise RequestError(
-            f"--workers must be in [1, {high}] (at most {episodes_part}{MAX_WORKERS}, the CPU count bounded to "
-            f"[2, 64]), got {workers}"
-        )
-
-
-def check_disk_space(out: Path, needed: int) -> None:
-    """Refuse (RequestError) when `needed` bytes exceed the free space where `out` will be written."""
-    folder = out.parent.absolute()
-    while not folder.exists() and folder != folder.parent:
-        folder = folder.parent  # the output folder is created later: measure the disk it will be on
-    free = shutil.disk_usage(folder).free
-    if needed > free:
-        raise RequestError(
-            f"{out}: the collection needs up to {_size(needed)} (uncompressed estimate with margin) but only "
-            f"{_size(free)} is free on the disk of {folder}: collect fewer episodes or steps, smaller images, "
-            "or write elsewhere"
-        )
 
 
 @dataclass(frozen=True)
@@ -153,54 +74,6 @@ class CollectionReport:
     @property
     def frames_per_second(self) -> float:
         return self.frames_written / self.seconds if self.seconds > 0 else 0.0
-
-
-def episode_seeds(seed: int, index: int) -> tuple[np.random.SeedSequence, np.random.SeedSequence]:
-    """Independent (environment, policy) seed streams of episode `index` of a run seeded `seed`."""
-    environment, policy = np.random.SeedSequence(seed, spawn_key=(index,)).spawn(2)
-    return environment, policy
-
-
-def run_episode(env: ReachEnv, policy_name: str, steps: int, seed: int, index: int) -> Episode:
-    """Roll out one exploration episode: steps actions, steps + 1 frames."""
-    env_seed, policy_seed = episode_seeds(seed, index)
-    policy = make_policy(policy_name, *env.joint_limits)
-    policy.reset(np.random.default_rng(policy_seed))
-    try:
-        return _roll_out(env, policy, policy_name, steps, seed, env_seed)
-    except UnstableSimulationError as error:
-        raise UnstableSimulationError(f"episode {index}: {error}") from error
-
-
-def _roll_out(
-    env: ReachEnv, policy: Any, policy_name: str, steps: int, seed: int, env_seed: np.random.SeedSequence
-) -> Episode:
-    result = env.reset(seed=env_seed)
-    n, dim = steps + 1, env.action_dim
-    episode = Episode(
-        pixels=np.empty((n, *env.image_shape), dtype=np.uint8),
-        action=np.full((n, dim), np.nan, dtype=np.float32),
-        qpos=np.empty((n, dim)),
-        qvel=np.empty((n, dim)),
-        timestamp=np.empty(n),
-        success=np.empty(n, dtype=bool),
-        goal_qpos=env.goal_qpos,
-        goal_pixels=env.goal_image(),
-        seed=seed,
-        policy=policy_name,
-    )
-    for t in range(n):
-        if t > 0:
-            result = env.step(episode.action[t - 1])
-        observation = result.observation
-        episode.pixels[t] = observation.pixels
-        episode.qpos[t] = observation.qpos
-        episode.qvel[t] = observation.qvel
-        episode.timestamp[t] = env.time
-        episode.success[t] = result.success
-        if t < steps:
-            episode.action[t] = policy.act(observation.qpos)
-    return episode
 
 
 def file_attributes(env: ReachEnv, spec: CollectionSpec) -> dict[str, Any]:
@@ -236,51 +109,6 @@ def _action_space(env: ReachEnv) -> str:
         parts.append("joint effort / max_joint_effort")
     joined = " or ".join(parts) + (" (per command_interfaces)" if len(parts) > 1 else "")
     return f"{joined}, clipped to [-1, 1]"
-
-
-# ------------------------------------------------------------------ episode sources
-
-
-def _serial_episodes(spec: CollectionSpec, indices: range, counter: list[int]) -> Iterator[Episode]:
-    with ReachEnv(spec.scene, spec.env) as env:
-        for index in indices:
-            yield run_episode(env, spec.policy, spec.steps, spec.seed, index)
-            counter[0] = env.clipped_actions
-
-
-_WORKER: dict[str, Any] = {}
-
-
-def _start_worker(spec: CollectionSpec) -> None:
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent decides what Ctrl-C means
-    _WORKER["spec"] = spec
-    try:
-        _WORKER["env"] = ReachEnv(spec.scene, spec.env)
-    except Exception as error:  # a failing initializer makes Pool respawn workers forever: report it per task
-        _WORKER["error"] = error
-
-
-def _worker_episode(index: int) -> tuple[Episode, int]:
-    if "error" in _WORKER:
-        raise RuntimeError(f"collection worker could not build its environment: {_WORKER['error']}")
-    env, spec = _WORKER["env"], _WORKER["spec"]
-    before = env.clipped_actions
-    episode = run_episode(env, spec.policy, spec.steps, spec.seed, index)
-    return episode, env.clipped_actions - before
-
-
-def _parallel_episodes(spec: CollectionSpec, indices: range, workers: int, counter: list[int]) -> Iterator[Episode]:
-    # spawn, not fork: a forked MuJoCo/EGL context is not safe to use in the child
-    context = multiprocessing.get_context("spawn")
-    pool = context.Pool(workers, initializer=_start_worker, initargs=(spec,))
-    try:
-        for episode, clipped in pool.imap(_worker_episode, indices):  # results arrive in index order
-            counter[0] += clipped
-            yield episode
-        pool.close()
-    finally:
-        pool.terminate()
-        pool.join()
 
 
 # ------------------------------------------------------------------ writing
@@ -387,8 +215,8 @@ def collect(
     interrupted = False
     started = time.perf_counter()
     try:
-        source = (_serial_episodes(spec, indices, clipped) if workers == 1
-                  else _parallel_episodes(spec, indices, workers, clipped))
+        source = (serial_episodes(spec, indices, clipped) if workers == 1
+                  else parallel_episodes(spec, indices, workers, clipped))
         try:
             for episode in source:
                 with _sigint_held_back():  # counted inside: a Ctrl-C held back here is raised on leaving it
