@@ -49,7 +49,7 @@ COMMANDS: dict[str, Command] = {  # in `lewm-ros --help` order; each help as its
     "export": Command(
         ("lewm_ros.train",), "bundle from a training run (--out), and/or add ONNX / torch.export encoder files"
     ),
-    "eval": Command(("lewm_ros.evaluate",), "closed-loop planning in the MuJoCo reach scene, without ROS"),
+    "eval": Command(("lewm_ros.evaluation.cli",), "closed-loop planning in the MuJoCo reach scene, without ROS"),
     "probe": Command(("lewm_ros.probe",), "linear-probe R^2 of joint positions from a bundle's latents"),
     "bench": Command(("lewm_ros.benchmarks.planner",), BENCH_HELP),
     "roadmap": Command(
