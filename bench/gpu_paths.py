@@ -70,17 +70,7 @@ def plan_ms(bundle, device: torch.device, precision: str, compile_mode: str, arg
         planner="cem", samples=args.samples, iterations=args.iterations, elites=min(30, args.samples),
         horizon=5, warm_start=False, precision=precision, compile=compile_mode or None, seed=0,
     )  # fmt: skip
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # fallbacks are reported in the row (planner.notes)
-        planner = LatentPlanner.from_bundle(bundle, config, device)
-    dim, fs, action_dim = bundle.config.latent_dim, bundle.config.action.frameskip, bundle.config.action.action_dim
-    generator = torch.Generator().manual_seed(0)
-    context = torch.randn(3, dim, generator=generator)
-    past = 0.3 * torch.randn(2, fs, action_dim, generator=generator)
-    goal = torch.randn(dim, generator=generator)
-    started = time.perf_counter()
-    planner.warmup(context[:1], None, goal)
-    warmup_s = time.perf_counter() - started
+    planner, (context, past, goal), warmup_s = warmed_planner(bundle, config, device)
     times = []
     for _ in range(args.plans):
         planner.reset(0)
@@ -97,6 +87,22 @@ def plan_ms(bundle, device: torch.device, precision: str, compile_mode: str, arg
     }  # fmt: skip
 
 
+def warmed_planner(bundle, config: PlannerConfig, device: torch.device) -> tuple:
+    """A planner over the bundle, one fixed random problem (context, past blocks, goal), and the warm-up seconds
+    (compilation or CUDA-graph capture included)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # fallbacks are reported in the row (planner.notes)
+        planner = LatentPlanner.from_bundle(bundle, config, device)
+    dim, fs, action_dim = bundle.config.latent_dim, bundle.config.action.frameskip, bundle.config.action.action_dim
+    generator = torch.Generator().manual_seed(0)
+    context = torch.randn(3, dim, generator=generator)
+    past = 0.3 * torch.randn(2, fs, action_dim, generator=generator)
+    goal = torch.randn(dim, generator=generator)
+    started = time.perf_counter()
+    planner.warmup(context[:1], None, goal)
+    return planner, (context, past, goal), time.perf_counter() - started
+
+
 DEVICE_CEM_SETTINGS = {  # name: (preset, PlannerConfig fields)
     "paper CEM 300x30": ("paper", {"samples": 300, "iterations": 30, "elites": 30}),
     "reach64-small CEM 300x30": ("reach64-small", {"samples": 300, "iterations": 30, "elites": 30}),
@@ -111,17 +117,7 @@ def device_cem_row(bundle, device: torch.device, name: str, fields: dict, graph:
         torch.backends.cuda.matmul.allow_tf32 = tf32
         torch.backends.cudnn.allow_tf32 = tf32
     config = PlannerConfig(planner="cem", horizon=5, seed=0, graph=graph, **fields)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        planner = LatentPlanner.from_bundle(bundle, config, device)
-    dim, fs, action_dim = bundle.config.latent_dim, bundle.config.action.frameskip, bundle.config.action.action_dim
-    generator = torch.Generator().manual_seed(0)
-    context = torch.randn(3, dim, generator=generator)
-    past = 0.3 * torch.randn(2, fs, action_dim, generator=generator)
-    goal = torch.randn(dim, generator=generator)
-    started = time.perf_counter()
-    planner.warmup(context[:1], None, goal)
-    warmup_s = time.perf_counter() - started
+    planner, (context, past, goal), warmup_s = warmed_planner(bundle, config, device)
     timings: dict[str, list[float]] = {"cold": [], "warm": []}
     costs = []
     for kind in ("cold", "warm"):
