@@ -6,6 +6,7 @@ bench/stop_signals.py."""
 
 from __future__ import annotations
 
+import itertools
 import os
 import signal
 import subprocess
@@ -48,6 +49,7 @@ class Process:
         self.popen = subprocess.Popen(command, cwd=ROOT, env=dict(os.environ, PYTHONUNBUFFERED="1"),
                                       stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)  # fmt: skip
         self.lines: list[str] = []
+        self.namespace = ""
         self._reader = threading.Thread(target=lambda: self.lines.extend(self.popen.stdout), daemon=True)
         self._reader.start()
 
@@ -93,7 +95,7 @@ class Controller:
         self.commands: list[list[float]] = []
         self.node.create_subscription(Float64MultiArray, "/velocity_controller/commands",
                                       lambda msg: self.commands.append(list(msg.data)), 100)  # fmt: skip
-        self.change_state = self.node.create_client(ChangeState, "/lewm_agent/change_state")
+        self._clients: dict[str, object] = {}
         self.executor = SingleThreadedExecutor(context=context)
         self.executor.add_node(self.node)
         self._thread = threading.Thread(target=self.executor.spin, daemon=True)
@@ -103,9 +105,16 @@ class Controller:
         self.executor.shutdown(timeout_sec=2.0)
         self.node.destroy_node()
 
-    def transition(self, transition_id: int, timeout: float = 120.0) -> bool:
-        assert self.change_state.wait_for_service(timeout_sec=60.0), "no /lewm_agent/change_state service"
-        future = self.change_state.call_async(ChangeState.Request(transition=Transition(id=transition_id)))
+    def change_state(self, namespace: str):
+        """The lifecycle client of the agent in `namespace` (each test's agent has its own, see `agent`)."""
+        if namespace not in self._clients:
+            self._clients[namespace] = self.node.create_client(ChangeState, f"{namespace}/lewm_agent/change_state")
+        return self._clients[namespace]
+
+    def transition(self, process: Process, transition_id: int, timeout: float = 120.0) -> bool:
+        client = self.change_state(process.namespace)
+        assert client.wait_for_service(timeout_sec=60.0), f"no {client.srv_name} service"
+        future = client.call_async(ChangeState.Request(transition=Transition(id=transition_id)))
         deadline = time.monotonic() + timeout
         while not future.done():
             assert time.monotonic() < deadline, f"transition {transition_id} did not answer"
@@ -136,11 +145,22 @@ class Controller:
         time.sleep(0.5)  # the last commands in flight arrive
 
 
+_agents = itertools.count()
+
+
 def agent(*args: str, params: list[str] = AGENT_PARAMS) -> Process:
-    command = [sys.executable, "-m", "lewm_ros.ros.agent_node", *args, "--ros-args"]
+    """An agent process in a namespace of its own (its lifecycle services too; the topics it uses are absolute):
+    a service of the previous test's agent can linger in the DDS graph after that process exited, and a request
+    sent to it would never be answered. Without --autostart, returned once the agent says it is ready."""
+    namespace = f"/stop_test_{os.getpid()}_{next(_agents)}"
+    command = [sys.executable, "-m", "lewm_ros.ros.agent_node", *args, "--ros-args", "-r", f"__ns:={namespace}"]
     for param in params:
         command += ["-p", param]
-    return Process(command)
+    process = Process(command)
+    process.namespace = namespace
+    if "--autostart" not in args:
+        process.wait_for_line("ready, unconfigured")
+    return process
 
 
 @pytest.fixture
@@ -176,7 +196,7 @@ def test_deactivated_agent_stays_safe_and_exits_on_sigterm(controller, scene):
     process = agent("--autostart")
     try:
         controller.drive_until_moving(scene, process)
-        assert controller.transition(Transition.TRANSITION_DEACTIVATE)
+        assert controller.transition(process, Transition.TRANSITION_DEACTIVATE)
         controller.settle()
         assert controller.commands[-1] == [0.0, 0.0]
         count = len(controller.commands)
@@ -191,7 +211,7 @@ def test_deactivated_agent_stays_safe_and_exits_on_sigterm(controller, scene):
 def test_configured_inactive_agent_exits_on_sigint_with_only_safe_commands(controller):
     process = agent()
     try:
-        assert controller.transition(Transition.TRANSITION_CONFIGURE)
+        assert controller.transition(process, Transition.TRANSITION_CONFIGURE)
         controller.wait_for_command_publisher()
         elapsed = process.stop(signal.SIGINT)
     finally:
@@ -206,7 +226,7 @@ def test_unconfigured_agent_has_no_timer_yet_exits_promptly_without_commanding(c
     """The case that ignored Ctrl-C for 10 s: no timer, so spin() never returned to Python."""
     process = agent()
     try:
-        assert controller.change_state.wait_for_service(timeout_sec=60.0)
+        assert controller.change_state(process.namespace).wait_for_service(timeout_sec=60.0)
         time.sleep(1.0)  # idle in the executor's wait
         elapsed = process.stop(sig)
     finally:
@@ -218,7 +238,7 @@ def test_unconfigured_agent_has_no_timer_yet_exits_promptly_without_commanding(c
 def test_agent_after_a_failed_configure_exits_on_sigint(controller):
     process = agent(params=[*AGENT_PARAMS, "bundle:=/nonexistent"])
     try:
-        assert not controller.transition(Transition.TRANSITION_CONFIGURE)
+        assert not controller.transition(process, Transition.TRANSITION_CONFIGURE)
         elapsed = process.stop(signal.SIGINT)
     finally:
         process.kill()
@@ -228,8 +248,8 @@ def test_agent_after_a_failed_configure_exits_on_sigint(controller):
 def test_agent_after_lifecycle_shutdown_exits_on_sigint(controller):
     process = agent()
     try:
-        assert controller.transition(Transition.TRANSITION_CONFIGURE)
-        assert controller.transition(Transition.TRANSITION_INACTIVE_SHUTDOWN)
+        assert controller.transition(process, Transition.TRANSITION_CONFIGURE)
+        assert controller.transition(process, Transition.TRANSITION_INACTIVE_SHUTDOWN)
         time.sleep(1.0)
         elapsed = process.stop(signal.SIGINT)
     finally:

@@ -627,6 +627,8 @@ def main(args: list[str] | None = None) -> int:
                 node.trigger_configure()
                 if node.settings is not None:
                     node.trigger_activate()
+            else:
+                node.get_logger().info("ready, unconfigured: configure and activate through ~/change_state")
             signals.spin(executor, rclpy.ok)
         except (StopRequested, KeyboardInterrupt, ExternalShutdownException):
             pass
