@@ -39,7 +39,7 @@ os.environ.setdefault("MUJOCO_GL", "egl")
 ROWS: dict[str, dict[str, object]] = {
     "default": {},  # config/lewm_agent.yaml defaults
     "default_1thread": {"torch_threads": 1},  # the camera/sim process shares the 2 cores
-    "default_fixed": {"torch_threads": 1, "adaptive_samples": False},
+    "default_fixed": {"adaptive_samples": False},  # the defaults as they were before adaptive_samples
     "demo": {"torch_threads": 1, "planner": "cem", "samples": 64, "iterations": 6, "warm_iterations": 2,
              "elites": 8, "deadline_ms": 25.0},  # config/sim_reach.yaml's agent
     "demo_fixed": {"torch_threads": 1, "planner": "cem", "samples": 64, "iterations": 6, "warm_iterations": 2,
