@@ -12,6 +12,7 @@ from pathlib import Path
 import h5py
 import numpy as np
 import pytest
+from signals_for_children import default_sigint
 
 from lewm_ros.data.episode_format import DatasetError
 from lewm_ros.data.episode_reader import EpisodeReader
@@ -258,7 +259,7 @@ def test_ctrl_c_leaves_a_valid_file_of_complete_episodes(tmp_path, workers):
         "--episodes", "1000", "--steps", "20", "--image-size", "16", "--progress", "lines",
         "--workers", str(workers),
     ]  # fmt: skip
-    process = subprocess.Popen(command, cwd=ROOT, stderr=subprocess.PIPE, text=True)
+    process = subprocess.Popen(command, cwd=ROOT, stderr=subprocess.PIPE, text=True, preexec_fn=default_sigint)
     try:
         seen = []
         for line in process.stderr:
@@ -311,7 +312,7 @@ def test_ctrl_c_during_a_write_reports_the_episodes_the_file_holds(tmp_path, app
     command = [sys.executable, "-c", SIGINT_DURING_WRITE, "collect", "--scene", REACH2D, "--out", str(out),
                "--episodes", "1000", "--steps", "20", "--image-size", "16", "--policy", "mixed", "--seed", "5",
                "--progress", "none", *(["--append"] if append else [])]  # fmt: skip
-    done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=120)
+    done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=120, preexec_fn=default_sigint)
     assert done.returncode == 130, done.stderr
     held = validate(out).num_episodes
     assert held == before + 3  # the interrupted write finished whole

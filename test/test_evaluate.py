@@ -9,6 +9,7 @@ from types import SimpleNamespace
 
 import numpy as np
 import pytest
+from signals_for_children import default_sigint
 
 from lewm_ros.cli import main as cli_main
 from lewm_ros.control.mpc import LatentMPC
@@ -243,7 +244,8 @@ def test_a_stopped_eval_keeps_the_episodes_done(tiny_bundle, tmp_path, signum, s
     out = tmp_path / "eval"
     command = [sys.executable, "-m", "lewm_ros.cli", "eval", "--bundle", str(tiny_bundle), *EVAL_FOREVER,
                "--out", str(out)]  # fmt: skip
-    process = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    process = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                               preexec_fn=default_sigint)  # fmt: skip
     try:
         seen = eval_json_with_episodes(out / "eval.json", process, 2)
         assert seen["partial"] and seen["stopped_by"] is None and seen["episodes_requested"] == 1000
